@@ -1,0 +1,168 @@
+"""From network outputs to a verdict an investigator can defend.
+
+Used by evaluation (to report inconclusive rates) and by serving (to answer), so both apply the
+same rule:
+
+* Each photo is first checked for usability: too small, too blurry, or out of distribution
+  (its embedding is further from the training data than the bundle's threshold). An unusable
+  photo gets verdict ``inconclusive`` with those reasons and does not vote for the item.
+* A usable photo's calibrated counterfeit probability ``p`` is compared with two thresholds from
+  the bundle: ``p >= counterfeit_threshold`` is ``counterfeit`` (set on validation for the
+  maximum false-accusation rate), ``p <= genuine_threshold`` is ``genuine`` (set for the maximum
+  miss rate), in between ``inconclusive`` / ``low_confidence``.
+* An item (1 to 8 photos of one physical object) averages the *logits* of its usable photos and
+  applies the same thresholds. Averaging logits rather than taking the most suspicious photo
+  keeps the false-accusation rate of an item near that of a photo however many photos are sent,
+  while a strong tell on one photo still moves the mean. With no usable photo the item is
+  ``inconclusive`` with every photo's reasons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from model.bundle import Decision
+
+Verdict = Literal["genuine", "counterfeit", "inconclusive"]
+VERDICTS: tuple[str, ...] = ("genuine", "counterfeit", "inconclusive")
+
+REASON_LOW_CONFIDENCE = "low_confidence"
+REASON_OOD = "out_of_distribution"
+REASON_TOO_SMALL = "image_too_small"
+REASON_BLURRY = "too_blurry"
+REASON_NO_USABLE = "no_usable_image"
+REASONS: tuple[str, ...] = (
+    REASON_LOW_CONFIDENCE,
+    REASON_OOD,
+    REASON_TOO_SMALL,
+    REASON_BLURRY,
+    REASON_NO_USABLE,
+)
+
+_EPS = 1e-6
+
+
+def logit(p: float) -> float:
+    """Log-odds of ``p``, clipped away from 0 and 1."""
+    p = min(max(p, _EPS), 1.0 - _EPS)
+    return math.log(p / (1.0 - p))
+
+
+def sigmoid(x: float) -> float:
+    """Inverse of :func:`logit`."""
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A verdict with the probability it rests on and, when inconclusive, why."""
+
+    verdict: Verdict
+    counterfeit_probability: float
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def authenticity_score(self) -> float:
+        """Calibrated probability that the item is genuine."""
+        return 1.0 - self.counterfeit_probability
+
+
+def classify(p_counterfeit: float, decision: Decision) -> Outcome:
+    """Apply the two thresholds to a calibrated counterfeit probability."""
+    if p_counterfeit >= decision.counterfeit_threshold:
+        return Outcome("counterfeit", p_counterfeit)
+    if p_counterfeit <= decision.genuine_threshold:
+        return Outcome("genuine", p_counterfeit)
+    return Outcome("inconclusive", p_counterfeit, (REASON_LOW_CONFIDENCE,))
+
+
+def usability_reasons(
+    *, min_side: int, sharpness: float, ood_score: float, decision: Decision, ood_threshold: float
+) -> tuple[str, ...]:
+    """Why a photo cannot be scored reliably; empty when it can.
+
+    Args:
+        min_side: Shorter side of the original photo in pixels.
+        sharpness: :func:`model.imaging.sharpness` of the model input.
+        ood_score: Mahalanobis score of the embedding.
+        decision: The bundle's decision settings.
+        ood_threshold: The bundle's OOD threshold.
+    """
+    reasons: list[str] = []
+    if min_side < decision.min_image_side:
+        reasons.append(REASON_TOO_SMALL)
+    if sharpness < decision.min_sharpness:
+        reasons.append(REASON_BLURRY)
+    if ood_score > ood_threshold:
+        reasons.append(REASON_OOD)
+    return tuple(reasons)
+
+
+def judge_image(p_counterfeit: float, reasons: Sequence[str], decision: Decision) -> Outcome:
+    """One photo's outcome: inconclusive with ``reasons`` if unusable, else :func:`classify`."""
+    if reasons:
+        return Outcome("inconclusive", p_counterfeit, tuple(reasons))
+    return classify(p_counterfeit, decision)
+
+
+def judge_item(images: Sequence[tuple[float, Sequence[str]]], decision: Decision) -> Outcome:
+    """Combine photos of one item; each entry is ``(p_counterfeit, usability_reasons)``.
+
+    Raises:
+        ValueError: no photos at all.
+    """
+    if not images:
+        raise ValueError("An item needs at least one photo.")
+    usable = [p for p, reasons in images if not reasons]
+    if not usable:
+        all_reasons = dict.fromkeys(r for _, reasons in images for r in reasons)
+        mean_p = sigmoid(sum(logit(p) for p, _ in images) / len(images))
+        return Outcome("inconclusive", mean_p, (REASON_NO_USABLE, *all_reasons))
+    p_item = sigmoid(sum(logit(p) for p in usable) / len(usable))
+    return classify(p_item, decision)
+
+
+def map_box(
+    activation: np.ndarray, input_size: tuple[int, int], *, rel_threshold: float = 0.5
+) -> tuple[tuple[float, float, float, float], tuple[float, float]]:
+    """Box around the strongest region of an activation map, in model-input pixels.
+
+    The map is thresholded at ``rel_threshold`` of its peak (after subtracting its minimum);
+    the box spans the 4-connected region containing the peak. Cells map to input pixels by
+    their extent, so a 7x7 map on a 224 input gives boxes on a 32-pixel grid.
+
+    Args:
+        activation: ``(h, w)`` map.
+        input_size: ``(height, width)`` of the model input.
+        rel_threshold: Fraction of the peak a cell must reach to join the region.
+
+    Returns:
+        ``((x0, y0, x1, y1), (peak_x, peak_y))`` in model-input pixels.
+    """
+    a = np.asarray(activation, dtype=np.float64)
+    h, w = a.shape
+    a = a - a.min()
+    peak = np.unravel_index(int(np.argmax(a)), a.shape)
+    mask = a >= rel_threshold * a[peak] if a[peak] > 0 else np.zeros_like(a, dtype=bool)
+    mask[peak] = True
+    seen = np.zeros_like(mask)
+    stack = [peak]
+    seen[peak] = True
+    ys, xs = [peak[0]], [peak[1]]
+    while stack:
+        y, x = stack.pop()
+        for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                seen[ny, nx] = True
+                stack.append((ny, nx))
+                ys.append(ny)
+                xs.append(nx)
+    ih, iw = input_size
+    cy, cx = ih / h, iw / w
+    box = (min(xs) * cx, min(ys) * cy, (max(xs) + 1) * cx, (max(ys) + 1) * cy)
+    return box, ((peak[1] + 0.5) * cx, (peak[0] + 0.5) * cy)

@@ -1,0 +1,41 @@
+"""The ``authlens`` command line.
+
+Usage: ``authlens --help``; ``authlens COMMAND --help`` for each command.
+
+Only light modules are imported here; each command imports what it needs when it runs, so
+``authlens serve`` and ``authlens score`` never load torch.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from serving.commands import bench, score, serve, verify_receipt
+from training.cli.data import data_app
+from training.cli.export import export
+from training.cli.train import evaluate, train
+
+app = typer.Typer(
+    name="authlens",
+    help="Counterfeit detection for luxury goods: data, training, export and serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(data_app, name="data")
+app.command(help="Fine-tune a model from a YAML config.")(train)
+app.command(help="Evaluate a checkpoint (and a linear-probe baseline) and write a report.")(evaluate)
+app.command(help="Export a checkpoint to a verified ONNX bundle.")(export)
+app.command(help="Serve a bundle over HTTP (API and web page).")(serve)
+app.command(help="Score photos offline with a bundle (same predictor as the API).")(score)
+app.command(name="verify-receipt", help="Check the signature of an evidence receipt.")(verify_receipt)
+app.command(help="Measure decoding, inference and HTTP throughput on this machine.")(bench)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Builders for tiny models, checkpoints, bundles and images, made at test time."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from model.flags import FLAG_NAMES
+
+
+def jpeg_bytes(
+    width: int = 320,
+    height: int = 240,
+    *,
+    seed: int = 0,
+    quality: int = 90,
+    exif_orientation: int | None = None,
+) -> bytes:
+    """A textured RGB JPEG (smooth gradient plus noise), optionally with an EXIF orientation tag."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / max(width - 1, 1), y * 255 / max(height - 1, 1), (x + y) % 256], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    img = Image.fromarray(pixels)
+    buf = io.BytesIO()
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        img.save(buf, "JPEG", quality=quality, exif=exif.tobytes())
+    else:
+        img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def tiny_checkpoint(image_size: int = 64, seed: int = 0):
+    """A randomly initialised efficientnet_lite0 checkpoint with a plausible calibration."""
+    import torch
+
+    from model.network import AuthLensNet, NetworkSpec
+    from training.checkpoint import Calibration, Checkpoint, InputSettings, OODReference
+
+    torch.manual_seed(seed)
+    spec = NetworkSpec(backbone="efficientnet_lite0", pretrained="none", drop_rate=0.0)
+    net = AuthLensNet(spec).eval()
+    dim = net.embedding_dim
+    return Checkpoint(
+        spec=spec,
+        state_dict=net.state_dict(),
+        config={},
+        input=InputSettings(
+            image_size=image_size, resize="stretch", draft_size=image_size * 2, mean=net.mean, std=net.std
+        ),
+        calibration=Calibration(
+            temperature=1.3,
+            counterfeit_threshold=0.6,
+            genuine_threshold=0.4,
+            flag_thresholds={f: 0.5 for f in FLAG_NAMES},
+            min_image_side=32,
+        ),
+        ood=OODReference(
+            means=np.zeros((2, dim), np.float32),
+            precision=np.eye(dim, dtype=np.float32) * 1e-3,
+            threshold=1e9,
+            quantile=0.99,
+        ),
+        data={"manifest_hash": "0" * 64, "n_train": 0},
+        metrics={},
+        epoch=0,
+        git_commit="test",
+    )
+
+
+def tiny_bundle(out_dir: Path, image_size: int = 64):
+    """Export :func:`tiny_checkpoint` into ``out_dir`` and return the verified bundle."""
+    from training.export import export_bundle
+
+    return export_bundle(tiny_checkpoint(image_size), out_dir, name="tiny", version="test")

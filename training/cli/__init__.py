@@ -1,0 +1,1 @@
+"""Typer commands of the offline side; heavy libraries are imported inside command bodies."""

@@ -1,0 +1,91 @@
+"""Typed training configuration (``configs/*.yaml``).
+
+Usage: ``authlens train --config configs/synthetic.yaml --set train.epochs=3``
+
+Every section forbids unknown keys; :func:`model.configio.load_config` names the offending key
+and the allowed ones. The resolved config is saved with every run and bundle.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from model.imaging import ResizePolicy
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunConfig(_Section):
+    name: str = Field(default="authlens", min_length=1, description="Run and bundle name.")
+    output_dir: str = Field(default="runs", description="Runs are written to OUTPUT_DIR/NAME.")
+    seed: int = Field(default=0, ge=0)
+
+
+class DataConfig(_Section):
+    manifest: str = Field(description="Manifest file (CSV/JSONL) or folder with genuine/ and counterfeit/.")
+    image_size: int = Field(default=224, ge=32, le=1024, description="Square model input side.")
+    resize: ResizePolicy = "stretch"
+    draft_size: int = Field(
+        default=448, ge=32, description="JPEGs decode at reduced scale down to this side."
+    )
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, ge=0, lt=0.5)
+    split_seed: int = Field(default=0, ge=0)
+    num_workers: int = Field(default=2, ge=0)
+
+
+class ModelConfig(_Section):
+    backbone: str = Field(default="efficientnet_lite0", description="Any timm model name.")
+    pretrained: str = Field(
+        default="imagenet",
+        description="'imagenet' (efficientnet_lite0, offline), a checkpoint path, or 'none'.",
+    )
+    drop_rate: float = Field(default=0.2, ge=0, lt=1)
+
+
+class OptimConfig(_Section):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    ema_decay: float = Field(default=0.998, ge=0, lt=1)
+    grad_clip: float = Field(default=2.0, gt=0)
+    flag_loss_weight: float = Field(default=1.0, ge=0)
+    channels_last: bool = True
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores.")
+
+
+class CalibrationConfig(_Section):
+    max_false_accusation_rate: float = Field(default=0.01, gt=0, lt=1)
+    max_miss_rate: float = Field(default=0.05, gt=0, lt=1)
+    ood_quantile: float = Field(default=0.995, gt=0.5, le=1)
+    min_image_side: int = Field(default=128, ge=1)
+    min_sharpness: float = Field(default=0.0, ge=0)
+
+
+class TrackingConfig(_Section):
+    mlflow: bool = True
+    tracking_uri: str = Field(default="mlruns", description="Local folder or MLflow URI.")
+    experiment: str = "authlens"
+
+
+class ExportConfig(_Section):
+    opset: int = Field(default=17, ge=17)
+    int8: bool = False
+    max_auc_drop: float = Field(default=0.01, ge=0)
+    parity_tolerance: float = Field(default=1e-4, gt=0)
+
+
+class TrainConfig(_Section):
+    """A whole training run."""
+
+    run: RunConfig = RunConfig()
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: OptimConfig = OptimConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    export: ExportConfig = ExportConfig()

@@ -1,0 +1,1 @@
+"""Data layer: manifests, validation, splits and the synthetic generator."""
