@@ -132,7 +132,12 @@ def create_backbone(spec: NetworkSpec) -> tuple[nn.Module, tuple[float, ...], tu
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even with strict=False
+        raise WeightsError(
+            f"{path} does not fit timm model {spec.backbone!r}: {str(exc).splitlines()[1].strip()}"
+        ) from None
     if missing:
         raise WeightsError(
             f"{path} does not fit timm model {spec.backbone!r}: {len(missing)} tensors missing, "
