@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import typer
 
+from model.cliutil import fail
+from model.logs import setup_logging
 from serving.commands import bench, score, serve, verify_receipt
 from training.cli.data import data_app
 from training.cli.export import export
@@ -22,6 +24,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
+@app.callback()
+def _setup(
+    log_level: str = typer.Option(
+        None, "--log-level", envvar="AUTHLENS_LOG_LEVEL", help="DEBUG, INFO, WARNING, ERROR or CRITICAL."
+    ),
+    log_format: str = typer.Option(None, "--log-format", envvar="AUTHLENS_LOG_FORMAT", help="json or text."),
+) -> None:
+    """Set up logging once for every command."""
+    try:
+        setup_logging(log_level, log_format)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
 app.add_typer(data_app, name="data")
 app.command(help="Fine-tune a model from a YAML config.")(train)
 app.command(help="Evaluate a checkpoint (and a linear-probe baseline) and write a report.")(evaluate)

@@ -1,0 +1,75 @@
+# authlens: one entry point. `make demo` serves a model; `make test` runs the test suite.
+# Every target creates .venv and installs what it needs (pinned by constraints.txt) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+PIN    := -c constraints.txt
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_DATA   := datasets/demo
+DEMO_BUNDLE := bundles/demo
+
+.PHONY: help demo test test-all lint format typecheck bench lock clean-demo
+
+help:
+	@echo "make demo      synthesise data, fine-tune, export and serve on http://$(HOST):$(PORT)/"
+	@echo "make test      run the test suite (slow tests excluded)"
+	@echo "make test-all  run every test, slow ones included"
+	@echo "make lint      ruff check + format check, mypy on model/ and serving/"
+	@echo "make bench     measure decoding, inference and HTTP throughput on this machine"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# One stamp per extra: re-installs when pyproject.toml or constraints.txt change.
+$(VENV)/.installed-%: pyproject.toml constraints.txt | $(BIN)/python
+	@echo ">> installing authlens[$*] into $(VENV) (first run only; torch makes this take a few minutes)"
+	$(PIP) install --progress-bar on $(PIN) -e ".[$*]"
+	@touch $@
+
+demo: $(VENV)/.installed-train
+	@if [ -f $(DEMO_BUNDLE)/bundle.json ]; then \
+	  echo ">> $(DEMO_BUNDLE) exists: serving it (make clean-demo to rebuild)"; \
+	else \
+	  set -e; \
+	  echo ">> [1/3] synthesising $(DEMO_DATA)"; \
+	  $(BIN)/authlens data synth --out $(DEMO_DATA) --n 600 --seed 0; \
+	  echo ">> [2/3] fine-tuning EfficientNet-Lite0 (configs/demo.yaml)"; \
+	  $(BIN)/authlens train --config configs/demo.yaml; \
+	  echo ">> [3/3] exporting the ONNX bundle to $(DEMO_BUNDLE)"; \
+	  $(BIN)/authlens export --checkpoint runs/demo/best.pt --out $(DEMO_BUNDLE); \
+	fi
+	@example=$$(ls $(DEMO_DATA)/*/*.jpg $(DEMO_DATA)/*.jpg 2>/dev/null | head -n 1); \
+	echo; echo ">> web page:  http://$(HOST):$(PORT)/"; \
+	echo ">> try:       curl -F files=@$${example:-photo.jpg} http://$(HOST):$(PORT)/v1/score"; echo
+	$(BIN)/authlens serve --bundle $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
+
+clean-demo:
+	rm -rf $(DEMO_DATA) runs/demo $(DEMO_BUNDLE)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+test-all: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu"
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/authlens bench
+
+# Re-pin every dependency after changing pyproject.toml (needs the network to PyPI).
+lock: $(BIN)/python
+	$(PIP) install -e ".[dev]"
+	$(PIP) freeze --exclude-editable | grep -v '^authlens' > constraints.txt
