@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SNEAKERS = ROOT.parent / "shared" / "data" / "sneakers-nike"
+# The project root goes on sys.path too: pytest puts tests/ there, and its mirror folders
+# (tests/training/data ...) would otherwise shadow the packages as namespace packages.
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
 
