@@ -166,3 +166,52 @@ def map_box(
     cy, cx = ih / h, iw / w
     box = (min(xs) * cx, min(ys) * cy, (max(xs) + 1) * cx, (max(ys) + 1) * cy)
     return box, ((peak[1] + 0.5) * cx, (peak[0] + 0.5) * cy)
+
+
+@dataclass(frozen=True)
+class FlagHit:
+    """A raised flag: its name, its probability and the photo where it is strongest."""
+
+    name: str
+    score: float
+    image: int
+
+
+def raised_flags(
+    flag_probs: Sequence[Sequence[float]],
+    usable: Sequence[bool],
+    decision: Decision,
+    flags: Sequence[str],
+) -> tuple[FlagHit, ...]:
+    """Flags raised for one photo or one item, strongest first.
+
+    Per flag, the highest probability over the *usable* photos is compared with the flag's
+    threshold. Unlike the verdict (an average of logits), flags take the maximum: a tell such as
+    a wrong serial-number font shows on one close-up only, and averaging would hide it. Unusable
+    photos raise nothing, as they cast no vote for the verdict.
+
+    Args:
+        flag_probs: ``(N, F)`` flag probabilities of the N photos, flags in ``flags`` order.
+        usable: ``(N,)`` whether each photo passed :func:`usability_reasons`.
+        decision: The bundle's decision settings (per-flag thresholds).
+        flags: Flag names in head order.
+
+    Raises:
+        ValueError: the shapes of ``flag_probs``, ``usable`` and ``flags`` disagree.
+    """
+    probs = np.asarray(flag_probs, dtype=np.float64).reshape(len(flag_probs), -1) if len(flag_probs) else None
+    if probs is None or probs.shape[1] != len(flags) or len(usable) != probs.shape[0]:
+        shape = None if probs is None else probs.shape
+        raise ValueError(
+            f"flag_probs of shape {shape} must be (N, {len(flags)}) with N = len(usable) = {len(usable)}."
+        )
+    keep = np.flatnonzero(np.asarray(usable, dtype=bool))
+    if keep.size == 0:
+        return ()
+    hits: list[FlagHit] = []
+    for f, name in enumerate(flags):
+        col = probs[keep, f]
+        best = int(np.argmax(col))
+        if col[best] >= decision.flag_thresholds[name]:
+            hits.append(FlagHit(name, float(col[best]), int(keep[best])))
+    return tuple(sorted(hits, key=lambda h: (-h.score, h.name)))

@@ -12,7 +12,7 @@ import typer
 
 from model.cliutil import fail
 from model.logs import setup_logging
-from serving.commands import bench, score, serve, verify_receipt
+from serving.commands import bench, new_api_key, new_receipt_key, score, serve, verify_receipt
 from training.cli.data import data_app
 from training.cli.export import export
 from training.cli.train import evaluate, train
@@ -48,6 +48,10 @@ app.command(help="Serve a bundle over HTTP (API and web page).")(serve)
 app.command(help="Score photos offline with a bundle (same predictor as the API).")(score)
 app.command(name="verify-receipt", help="Check the signature of an evidence receipt.")(verify_receipt)
 app.command(help="Measure decoding, inference and HTTP throughput on this machine.")(bench)
+app.command(name="new-api-key", help="Print a new API key and the hash the server stores.")(new_api_key)
+app.command(name="new-receipt-key", help="Create the Ed25519 key that signs evidence receipts.")(
+    new_receipt_key
+)
 
 
 def main() -> None:

@@ -1,22 +1,261 @@
-"""``authlens serve``, ``score``, ``verify-receipt`` and ``bench``.
+"""``authlens serve``, ``score``, ``verify-receipt``, ``bench``, ``new-api-key``, ``new-receipt-key``.
 
 Usage: ``authlens serve --bundle bundles/demo --port 8000``
+
+Heavy imports (onnxruntime, fastapi, uvicorn) happen inside each command, so ``authlens --help``
+stays fast; none of these commands imports torch.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
 
-def serve() -> None:
-    raise NotImplementedError("authlens serve")
+import typer
+
+from model.cliutil import err_console, fail, user_errors
+
+BundleOpt = Annotated[Path, typer.Option("--bundle", help="Bundle directory (bundle.json + model.onnx).")]
 
 
-def score() -> None:
-    raise NotImplementedError("authlens score")
+def serve(
+    bundle: BundleOpt,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    allow_insecure: Annotated[
+        bool, typer.Option("--allow-insecure", help="Listen beyond loopback with no API keys.")
+    ] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Serve the bundle's INT8 model.")] = False,
+    receipt_key: Annotated[
+        Path | None, typer.Option("--receipt-key", help="Ed25519 PEM key signing receipts.")
+    ] = None,
+) -> None:
+    """Serve a bundle over HTTP: API, web page, metrics. Other settings: AUTHLENS_* variables
+    (see serving/core/config.py); log level: ``authlens --log-level DEBUG serve ...``."""
+    from pydantic import ValidationError
+
+    from model.bundle import BundleError, load_bundle
+
+    overrides: dict[str, object] = {"bundle": bundle, "host": host, "port": port}
+    if allow_insecure:
+        overrides["allow_insecure"] = True
+    if int8:
+        overrides["int8"] = True
+    if receipt_key is not None:
+        overrides["receipt_key_file"] = receipt_key
+    from serving.core.config import Settings
+
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+    with user_errors(BundleError):
+        b = load_bundle(settings.bundle)
+        if settings.int8:
+            b.onnx_path(int8=True)
+    import uvicorn
+
+    from serving.main import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        lifespan="on",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
 
 
-def verify_receipt() -> None:
-    raise NotImplementedError("authlens verify-receipt")
+def score(
+    bundle: BundleOpt,
+    paths: Annotated[
+        list[Path], typer.Argument(help="Photos, folders (recursive) or CSV manifests (file[, item_id]).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="JSON Lines output, one line per item.")] = Path(
+        "results.jsonl"
+    ),
+    item: Annotated[bool, typer.Option("--item", help="Treat all given photos as one item (<= 8).")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Include overlays (large output).")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's INT8 model.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per model call.")] = 16,
+    receipt_key: Annotated[
+        Path | None, typer.Option("--receipt-key", help="Sign item results with this key.")
+    ] = None,
+) -> None:
+    """Score photos offline with the same predictor as the API; writes JSONL and a summary."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from model.bundle import BundleError
+    from serving.offline import InputError, collect, score_items
+    from serving.predictor import Predictor
+    from serving.receipts import ReceiptError, ReceiptSigner, load_private_key
+
+    with user_errors(BundleError, InputError, ReceiptError):
+        items = collect(paths, one_item=item)
+        predictor = Predictor.load(bundle, int8=int8, max_pixels=50_000_000)
+        signer = ReceiptSigner(load_private_key(receipt_key), ephemeral=False) if receipt_key else None
+    total = sum(len(it.files) for it in items)
+    console = Console(stderr=True)
+    try:
+        handle = open(out, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise fail(f"{out}: cannot be written ({exc.strerror}).") from None
+    with (
+        handle,
+        Progress(
+            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as progress,
+    ):
+        task = progress.add_task("score", total=total)
+        summary = score_items(
+            predictor,
+            items,
+            handle,
+            explain=explain,
+            batch_size=batch_size,
+            signer=signer,
+            progress=lambda n: progress.advance(task, n),
+        )
+    table = Table(
+        title=f"{predictor.model_ref.name} {predictor.model_ref.version} ({predictor.bundle.sha256[:12]})"
+    )
+    table.add_column("items", justify="right")
+    for v in ("genuine", "counterfeit", "inconclusive"):
+        table.add_column(v, justify="right")
+    table.add_column("errors", justify="right")
+    table.add_column("photos/s", justify="right")
+    rate = summary.images / summary.seconds if summary.seconds else 0.0
+    table.add_row(
+        str(summary.items),
+        *(str(summary.verdicts[v]) for v in ("genuine", "counterfeit", "inconclusive")),
+        str(summary.errors),
+        f"{rate:.1f}",
+    )
+    console.print(table)
+    console.print(f"wrote {out}")
 
 
-def bench() -> None:
-    raise NotImplementedError("authlens bench")
+def verify_receipt(
+    file: Annotated[
+        Path, typer.Argument(help="A receipt, a /v1/score or batch answer (JSON), or score JSONL.")
+    ],
+    public_key: Annotated[
+        Path | None, typer.Option("--public-key", help="PEM public key (or base64 of the raw 32 bytes).")
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", help="Fetch the key from this server's /v1/receipts/public-key.")
+    ] = None,
+) -> None:
+    """Check evidence receipts' Ed25519 signatures; exit 1 if any fails."""
+    from serving.receipts import ReceiptError, find_receipts, load_public_key
+    from serving.receipts import verify_receipt as verify
+
+    if (public_key is None) == (server is None):
+        raise fail("Give exactly one of --public-key FILE or --server URL.")
+    with user_errors(ReceiptError, OSError):
+        if public_key is not None:
+            key = load_public_key(public_key.read_bytes())
+        else:
+            key = load_public_key(_fetch_key(server or ""))
+        text = file.read_text(encoding="utf-8")
+    try:
+        docs = [json.loads(text)]
+    except json.JSONDecodeError:
+        try:
+            docs = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise fail(f"{file}: neither JSON nor JSON Lines ({exc}).") from None
+    receipts = [r for d in docs for r in find_receipts(d)]
+    if not receipts:
+        raise fail(f"{file}: no receipt found.")
+    failed = 0
+    for r in receipts:
+        try:
+            payload = verify(r, key)
+        except ReceiptError as exc:
+            failed += 1
+            err_console.print(f"[bold red]INVALID[/] {exc}", highlight=False)
+            continue
+        model = payload.get("model", {})
+        print(
+            f"VALID {payload.get('verdict')} authenticity={payload.get('authenticity_score')} "
+            f"issued={payload.get('issued_at')} bundle={str(model.get('bundle_sha256', ''))[:12]} "
+            f"inputs={len(payload.get('input_sha256', []))} key={r.get('key_id')}"
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+def _fetch_key(server: str) -> str:
+    import urllib.request
+
+    from serving.receipts import ReceiptError
+
+    url = server.rstrip("/") + "/v1/receipts/public-key"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return json.loads(resp.read())["public_key_pem"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ReceiptError(f"Could not fetch the public key from {url}: {exc}") from None
+
+
+def new_api_key(
+    admin: Annotated[bool, typer.Option("--admin", help="Label it as the admin key.")] = False,
+) -> None:
+    """Print a new random API key and the SHA-256 hash the server stores."""
+    import hashlib
+    import secrets
+
+    key = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    var = "AUTHLENS_ADMIN_KEY_HASH" if admin else "AUTHLENS_API_KEY_HASHES"
+    value = digest if admin else json.dumps([digest])
+    print(f"key:  {key}\nhash: {digest}\nserver setting: {var}='{value}'")
+    err_console.print("Give the key to the client; store only the hash on the server.")
+
+
+def new_receipt_key(
+    path: Annotated[
+        Path,
+        typer.Argument(help="Where to write the PEM private key (mode 600); PATH.pub gets the public key."),
+    ],
+) -> None:
+    """Create the Ed25519 key that signs evidence receipts."""
+    from serving.receipts import ReceiptError, key_id, write_private_key
+
+    with user_errors(ReceiptError, OSError):
+        key = write_private_key(path)
+    print(f"wrote {path} (private, mode 600) and {path}.pub; key_id {key_id(key.public_key())}")
+    err_console.print(f"Serve with AUTHLENS_RECEIPT_KEY_FILE={path}; publish {path}.pub.")
+
+
+def bench(
+    bundle: BundleOpt,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the figures as JSON.")] = None,
+    seconds: Annotated[float, typer.Option(min=1, help="Duration of each load run.")] = 15.0,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Concurrent clients in load runs.")] = 4,
+    skip_load: Annotated[bool, typer.Option("--skip-load", help="Only decode and model timings.")] = False,
+) -> None:
+    """Measure decoding (full vs draft), model time (fp32, INT8) and HTTP load on this machine.
+
+    Run it under the shared CPU lock: ``flock /tmp/authlens-heavy.lock authlens bench ...``.
+    """
+    from model.bundle import BundleError
+    from serving.bench import run_bench
+
+    with user_errors(BundleError):
+        report = run_bench(bundle, seconds=seconds, concurrency=concurrency, load=not skip_load)
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)

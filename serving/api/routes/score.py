@@ -1,0 +1,391 @@
+"""``POST /v1/score`` (one item, 1 to 8 photos) and ``POST /v1/score/batch`` (crawlers, up to 64)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
+
+from model.imaging import ImageError
+from serving.api.deps import ApiKey, StateDep
+from serving.api.errors import APIError, request_id_of
+from serving.batcher import Overloaded
+from serving.core.config import MAX_PHOTOS_PER_ITEM
+from serving.schemas import (
+    BatchImageResult,
+    BatchItemResult,
+    BatchRequest,
+    BatchResponse,
+    ErrorDetail,
+    ErrorResponse,
+    ItemResult,
+    ScoreResponse,
+    Timings,
+)
+from serving.state import ModelSlot, NotReady, Scored, ServingState
+
+router = APIRouter(prefix="/v1/score", tags=["score"], dependencies=[ApiKey])
+
+ExplainQuery = Annotated[
+    bool, Query(description="Add each photo's counterfeit-evidence map as a PNG overlay (base64).")
+]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
+    413: {"model": ErrorResponse, "description": "Request or photo larger than allowed."},
+    422: {
+        "model": ErrorResponse,
+        "description": "Malformed request, or (single item) a photo that cannot be used.",
+    },
+    429: {"model": ErrorResponse, "description": "Queue full; retry after the Retry-After header's seconds."},
+    503: {"model": ErrorResponse, "description": "No model ready (starting or stopping); see Retry-After."},
+}
+
+
+class FileTooLarge(ImageError):
+    code = "file_too_large"
+
+
+class InvalidBase64(ImageError):
+    code = "invalid_base64"
+
+
+def _slot(state: ServingState) -> ModelSlot:
+    try:
+        return state.current()
+    except NotReady as exc:
+        state.metrics.rejected.labels("not_ready").inc()
+        raise APIError(503, "not_ready", str(exc), {"Retry-After": "5"}) from None
+
+
+def _admit(state: ServingState, n: int) -> None:
+    try:
+        state.admission.acquire(n)
+    except Overloaded as exc:
+        state.metrics.rejected.labels("overloaded").inc()
+        raise APIError(429, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+    state.metrics.queue_depth.set(state.admission.depth)
+
+
+def _release(state: ServingState, n: int, seconds: float) -> None:
+    state.admission.release(n)
+    if n:
+        state.admission.observe(seconds / n)
+    state.metrics.queue_depth.set(state.admission.depth)
+
+
+async def _read(upload: StarletteUpload, limit: int) -> bytes | ImageError:
+    if upload.size is not None and upload.size > limit:
+        return FileTooLarge(f"The file is {upload.size} bytes; the limit is {limit} bytes (max_file_bytes).")
+    data = await upload.read()
+    if len(data) > limit:
+        return FileTooLarge(f"The file is {len(data)} bytes; the limit is {limit} bytes (max_file_bytes).")
+    return data
+
+
+def _timings(t0: float, t_pipe: float, scored: list[Scored], t_done: float) -> Timings:
+    """Stage walls: decoding ends when the last photo is decoded; inference runs from then."""
+    decode = max((s.decoded_after for s in scored), default=0.0)
+    return Timings(
+        decode_ms=round(decode * 1000, 2),
+        inference_ms=round(max(0.0, t_done - t_pipe - decode) * 1000, 2),
+        total_ms=round((time.perf_counter() - t0) * 1000, 2),
+    )
+
+
+def _item(
+    state: ServingState, slot: ModelSlot, scored: list[Scored], request_id: str
+) -> tuple[list, ItemResult]:
+    """Per-image and item results of scored photos (all without errors), signed."""
+    predictor = slot.predictor
+    outcome = predictor.outcome(
+        [s.prepared for s in scored],  # type: ignore[misc]
+        [s.raw for s in scored],  # type: ignore[misc]
+        [s.name for s in scored],
+    )
+    item = outcome.item
+    item.receipt = state.signer.sign_item(item, model=predictor.model_ref, request_id=request_id)
+    m = state.metrics
+    m.verdicts.labels("item", item.verdict).inc()
+    for im in outcome.images:
+        m.verdicts.labels("image", im.verdict).inc()
+    return outcome.images, item
+
+
+@router.post(
+    "",
+    response_model=ScoreResponse,
+    responses=_ERRORS,
+    summary="Score the photos of one item",
+)
+async def score_item(
+    request: Request,
+    state: StateDep,
+    files: Annotated[
+        list[UploadFile],
+        File(description="1 to 8 photos of the same item (repeat the field). JPEG, PNG, WebP or HEIC."),
+    ],
+    explain: ExplainQuery = False,
+) -> ScoreResponse:
+    """Judge one item from 1 to 8 photos: the item verdict, each photo's result and a signed receipt.
+
+    The item verdict averages the logits of the usable photos (see docs/serving.md); a photo that
+    is too small, too blurry or unlike the training data does not vote, and says why.
+    """
+    if not 1 <= len(files) <= MAX_PHOTOS_PER_ITEM:
+        raise APIError(
+            422, "too_many_files", f"Send 1 to {MAX_PHOTOS_PER_ITEM} photos of one item; got {len(files)}."
+        )
+    slot = _slot(state)
+    t0 = time.perf_counter()
+    _admit(state, len(files))
+    try:
+        async with slot.use():
+            datas = [(f.filename, await _read(f, state.settings.max_file_bytes)) for f in files]
+            for i, (name, data) in enumerate(datas):
+                if isinstance(data, FileTooLarge):
+                    raise APIError(413, data.code, f"Photo {i} ({name}): {data.message}")
+            t_pipe = time.perf_counter()
+            scored = await state.score(slot, datas, explain=explain)
+            t_done = time.perf_counter()
+            bad = [(i, s) for i, s in enumerate(scored) if s.error is not None]
+            if bad:
+                i, s = bad[0]
+                assert s.error is not None
+                raise APIError(422, s.error.code, f"Photo {i} ({s.name}): {s.error.message}")
+            images, item = _item(state, slot, scored, request_id_of(request) or "")
+    finally:
+        _release(state, len(files), time.perf_counter() - t0)
+    return ScoreResponse(
+        request_id=request_id_of(request) or "",
+        model=slot.predictor.model_ref,
+        item=item,
+        images=images,
+        timings=_timings(t0, t_pipe, scored, t_done),
+    )
+
+
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.rsplit("/", 1)[1]]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inline_defs(BatchRequest.model_json_schema())},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "The images (repeat the field).",
+                        },
+                        "ids": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Client id per file, in order (default: the file names, which must then be unique).",
+                        },
+                        "item_ids": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Item id per file, in order; empty string for none. Files sharing one are judged as one item (<= 8).",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _batch_inputs(
+    request: Request, state: ServingState
+) -> list[tuple[str, str | None, bytes | ImageError | StarletteUpload]]:
+    """``(client id, item id, bytes or error)`` per image from a JSON or multipart body."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limit = state.settings.max_file_bytes
+    if ctype == "application/json":
+        try:
+            body = BatchRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise APIError(422, "invalid_request", f"Invalid batch body: {problems}.") from None
+        out: list[tuple[str, str | None, bytes | ImageError | StarletteUpload]] = []
+        for img in body.images:
+            if len(img.data) > limit * 4 // 3 + 4:
+                out.append(
+                    (
+                        img.id,
+                        img.item_id,
+                        FileTooLarge(f"The image is larger than {limit} bytes (max_file_bytes)."),
+                    )
+                )
+                continue
+            try:
+                data: bytes | ImageError = base64.b64decode(img.data, validate=True)
+            except (binascii.Error, ValueError):
+                data = InvalidBase64("`data` is not valid base64 (standard alphabet).")
+            out.append((img.id, img.item_id or None, data))
+        return out
+    if ctype == "multipart/form-data":
+        form = await request.form(
+            max_files=state.settings.max_batch_images + 1, max_fields=2 * state.settings.max_batch_images + 2
+        )
+        files = form.getlist("files")
+        uploads = [f for f in files if isinstance(f, StarletteUpload)]
+        if len(uploads) != len(files) or not uploads:
+            raise APIError(422, "invalid_request", "Send the images as file parts named `files`.")
+        ids = [str(v) for v in form.getlist("ids")]
+        item_ids = [str(v) for v in form.getlist("item_ids")]
+        if ids and len(ids) != len(uploads):
+            raise APIError(422, "invalid_request", f"`ids` has {len(ids)} values for {len(uploads)} files.")
+        if item_ids and len(item_ids) != len(uploads):
+            raise APIError(
+                422, "invalid_request", f"`item_ids` has {len(item_ids)} values for {len(uploads)} files."
+            )
+        names = ids or [u.filename or "" for u in uploads]
+        if any(not n for n in names):
+            raise APIError(422, "invalid_request", "Every file needs a client id: send `ids` or file names.")
+        return [
+            (n, (item_ids[i] or None) if item_ids else None, u)
+            for i, (n, u) in enumerate(zip(names, uploads, strict=True))
+        ]
+    raise APIError(
+        415,
+        "unsupported_media_type",
+        "Send multipart/form-data (files, ids, item_ids) or application/json (images).",
+    )
+
+
+@router.post(
+    "/batch",
+    response_model=BatchResponse,
+    responses=_ERRORS,
+    summary="Score up to 64 images, grouped into items by item_id",
+    openapi_extra=_BATCH_BODY,
+)
+async def score_batch(request: Request, state: StateDep, explain: ExplainQuery = False) -> BatchResponse:
+    """Score many images at once (crawlers). Each image gets a result or its own error; images
+    sharing an ``item_id`` are judged as one item, and an image without one is its own item."""
+    slot = _slot(state)
+    inputs = await _batch_inputs(request, state)
+    n = len(inputs)
+    limit = state.settings.max_batch_images
+    if n > limit:
+        raise APIError(422, "too_many_files", f"Send at most {limit} images per batch call; got {n}.")
+    ids = [i for i, _, _ in inputs]
+    if len(set(ids)) != n:
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise APIError(422, "duplicate_ids", f"Client ids must be unique within a call; repeated: {dupes}.")
+    groups: dict[str, list[int]] = {}
+    for k, (_, item_id, _) in enumerate(inputs):
+        if item_id is not None:
+            groups.setdefault(item_id, []).append(k)
+    big = [g for g, members in groups.items() if len(members) > MAX_PHOTOS_PER_ITEM]
+    if big:
+        raise APIError(
+            422,
+            "too_many_files",
+            f"An item has at most {MAX_PHOTOS_PER_ITEM} photos; item_id {big[0]!r} has {len(groups[big[0]])}.",
+        )
+    request_id = request_id_of(request) or ""
+    t0 = time.perf_counter()
+    _admit(state, n)
+    try:
+        async with slot.use():
+            datas: list[tuple[str | None, bytes | ImageError]] = []
+            for cid, _, src in inputs:
+                if isinstance(src, StarletteUpload):
+                    src = await _read(src, state.settings.max_file_bytes)
+                datas.append((cid, src))
+            t_pipe = time.perf_counter()
+            scored = await state.score(slot, datas, explain=explain)
+            t_done = time.perf_counter()
+            results, items = _batch_results(state, slot, inputs, scored, request_id)
+    finally:
+        _release(state, n, time.perf_counter() - t0)
+    return BatchResponse(
+        request_id=request_id,
+        model=slot.predictor.model_ref,
+        results=results,
+        items=items,
+        timings=_timings(t0, t_pipe, scored, t_done),
+    )
+
+
+def _batch_results(
+    state: ServingState,
+    slot: ModelSlot,
+    inputs: list[tuple[str, str | None, Any]],
+    scored: list[Scored],
+    request_id: str,
+) -> tuple[list[BatchImageResult], list[BatchItemResult]]:
+    order: list[list[int]] = []
+    by_item: dict[str, list[int]] = {}
+    for k, (_, item_id, _) in enumerate(inputs):
+        if item_id is None:
+            order.append([k])
+        elif item_id in by_item:
+            by_item[item_id].append(k)
+        else:
+            by_item[item_id] = [k]
+            order.append(by_item[item_id])
+    image_results: list[BatchImageResult | None] = [None] * len(inputs)
+    items: list[BatchItemResult] = []
+    for group in order:
+        item_id = inputs[group[0]][1]
+        ok = [k for k in group if scored[k].error is None]
+        for k in group:
+            s = scored[k]
+            if s.error is not None:
+                image_results[k] = BatchImageResult(
+                    id=inputs[k][0],
+                    item_id=item_id,
+                    status="error",
+                    error=ErrorDetail(code=s.error.code, message=s.error.message),
+                )
+        if not ok:
+            items.append(
+                BatchItemResult(
+                    item_id=item_id,
+                    image_ids=[inputs[k][0] for k in group],
+                    status="error",
+                    error=ErrorDetail(
+                        code="no_valid_image", message="None of the item's images could be decoded."
+                    ),
+                )
+            )
+            continue
+        images, item = _item(state, slot, [scored[k] for k in ok], request_id)
+        for k, im in zip(ok, images, strict=True):
+            im.index = k
+            for f in im.flagged_features:
+                f.image_index = k
+            image_results[k] = BatchImageResult(id=inputs[k][0], item_id=item_id, status="ok", result=im)
+        items.append(
+            BatchItemResult(item_id=item_id, image_ids=[inputs[k][0] for k in ok], status="ok", result=item)
+        )
+    return [r for r in image_results if r is not None], items

@@ -1,0 +1,1 @@
+"""Measurement harness behind ``authlens bench`` (filled in below)."""

@@ -1,0 +1,72 @@
+"""The FastAPI app factory. The bundle is loaded in ``lifespan``, never at import time.
+
+Usage: ``authlens serve --bundle bundles/demo`` (or ``uvicorn --factory serving.main:create_app``
+with ``AUTHLENS_BUNDLE`` set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+import model
+from serving.api.errors import install_error_handlers
+from serving.api.main import api_router
+from serving.api.middleware import BodyLimit, RequestContext
+from serving.api.routes.page import STATIC_DIR
+from serving.core.config import Settings, get_settings
+from serving.metrics import Metrics
+from serving.state import ServingState
+
+DESCRIPTION = """Authenticity scores and flagged features for product photos.
+
+* `POST /v1/score`: one item, 1 to 8 photos, verdict + signed evidence receipt.
+* `POST /v1/score/batch`: up to 64 images for crawlers, per-image errors, `item_id` grouping.
+* Errors are JSON `{"error": {"code", "message"}, "request_id"}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the model loads when the app starts (lifespan), not here.
+
+    Args:
+        settings: Explicit settings; default :func:`get_settings` (the environment).
+    """
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServingState(settings, metrics)
+        app.state.serving = state
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(
+        title="authlens",
+        version=model.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContext, metrics=metrics)  # outermost: ids and metrics for every answer
+    return app

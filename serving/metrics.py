@@ -1,0 +1,81 @@
+"""Prometheus metrics of one app instance (its own registry, so several apps can coexist in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """The service's metrics; names are prefixed ``authlens_``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "authlens_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "authlens_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "authlens_batch_size", "Images per ONNX Runtime call.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.inference = Histogram(
+            "authlens_inference_seconds",
+            "Duration of one ONNX Runtime call.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decode = Histogram(
+            "authlens_decode_seconds", "Decoding and resizing one photo.", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(
+            "authlens_queue_depth",
+            "Images admitted and not finished (decoding or waiting for the model).",
+            registry=r,
+        )
+        self.verdicts = Counter(
+            "authlens_verdicts", "Verdicts given, per item and per image.", ["level", "verdict"], registry=r
+        )
+        self.images = Counter("authlens_images_scored", "Photos scored by the model.", registry=r)
+        self.ood = Counter(
+            "authlens_images_out_of_distribution",
+            "Photos outside the training distribution (rate = this / authlens_images_scored_total).",
+            registry=r,
+        )
+        self.image_errors = Counter(
+            "authlens_image_errors", "Photos refused, by error code.", ["code"], registry=r
+        )
+        self.rejected = Counter(
+            "authlens_rejected", "Requests refused before work, by reason.", ["reason"], registry=r
+        )
+        self.reloads = Counter("authlens_reloads", "Bundle reloads by outcome.", ["outcome"], registry=r)
+        self.model_info = Gauge(
+            "authlens_model_info",
+            "The bundle being served (value 1).",
+            ["name", "version", "bundle_sha256"],
+            registry=r,
+        )
+        self.ready = Gauge("authlens_ready", "1 when a warmed model is serving.", registry=r)
+
+    def set_model(self, name: str, version: str, sha256: str) -> None:
+        """Record the served bundle (only one label set at a time)."""
+        self.model_info.clear()
+        self.model_info.labels(name, version, sha256).set(1)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,351 @@
+"""The one predictor behind ``/v1/score``, ``/v1/score/batch`` and ``authlens score``.
+
+Three steps, so that a server can run them on different threads and batch the middle one:
+
+1. :meth:`Predictor.prepare`: bytes -> model input (shared decoding in :mod:`model.imaging`).
+2. :meth:`Predictor.infer`: ``(B, H, W, 3)`` uint8 -> one :class:`RawOutput` per image (ONNX
+   Runtime; thread-safe, and results do not depend on what else is in the batch).
+3. :meth:`Predictor.judge_image` / :meth:`Predictor.judge_item`: outputs -> verdicts, flags and
+   boxes by the rules of :mod:`model.decision`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from model.bundle import Bundle, BundleError, load_bundle
+from model.decision import judge_image, judge_item, map_box, raised_flags, usability_reasons
+from model.flags import FLAGS
+from model.imaging import DecodedImage, Geometry, decode_image, resize_for_model, sharpness
+from model.logs import log_event
+from serving.schemas import Box, Explanation, FlaggedFeature, ImageResult, ItemResult, ModelRef
+
+log = logging.getLogger(__name__)
+
+OVERLAY_MAX_SIDE = 512
+_TITLES = {f.name: f.title for f in FLAGS}
+# Overlay colour ramp: (position, R, G, B, alpha 0..255); low evidence stays transparent.
+_RAMP = np.array(
+    [[0.0, 255, 255, 0, 0], [0.35, 255, 230, 0, 0], [0.6, 255, 160, 0, 120], [1.0, 220, 0, 0, 190]],
+    dtype=np.float64,
+)
+
+
+def _round(p: float) -> float:
+    return round(float(p), 6)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A photo turned into model input, with what is needed to map results back to it."""
+
+    sha256: str
+    n_bytes: int
+    format: str
+    original_size: tuple[int, int]  # (width, height), oriented
+    pixels: np.ndarray  # (H, W, 3) uint8 model input
+    geometry: Geometry
+    sharpness: float
+    preview: np.ndarray | None  # (h, w, 3) uint8 oriented photo at overlay size, when explaining
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """One image's row of the graph outputs."""
+
+    p_genuine: float
+    flag_probs: np.ndarray  # (F,)
+    cam: np.ndarray  # (h, w)
+    flag_maps: np.ndarray  # (F, h, w)
+    ood_score: float
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """An item's per-image and combined results."""
+
+    images: list[ImageResult]
+    item: ItemResult
+
+
+def make_session(path: str | os.PathLike[str], threads: int) -> ort.InferenceSession:
+    """One CPU session; idle worker threads sleep instead of spinning, leaving the cores to decoding."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+class Predictor:
+    """A verified bundle with its ONNX Runtime session.
+
+    Args:
+        bundle: A bundle from :func:`model.bundle.load_bundle`.
+        threads: ONNX Runtime intra-op threads (0 = one per core).
+        int8: Use the bundle's INT8 model.
+        max_pixels: Largest photo accepted (pixels, from the header).
+    """
+
+    def __init__(self, bundle: Bundle, *, threads: int = 0, int8: bool = False, max_pixels: int) -> None:
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.int8 = int8
+        self.max_pixels = max_pixels
+        self.session = make_session(bundle.onnx_path(int8=int8), threads or os.cpu_count() or 1)
+        spec = self.manifest.input
+        self.input_size = (spec.height, spec.width)
+        got = [o.name for o in self.session.get_outputs()]
+        if (
+            tuple(got) != tuple(self.manifest.outputs)
+            or self.session.get_inputs()[0].name != self.manifest.input_name
+        ):
+            raise BundleError(
+                f"{bundle.path}: the ONNX graph has outputs {got}, expected {list(self.manifest.outputs)}."
+            )
+        self.model_ref = ModelRef(
+            name=self.manifest.name, version=self.manifest.version, bundle_sha256=bundle.sha256
+        )
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], **kwargs: object) -> Predictor:
+        """Load and verify a bundle, then open its session (raises :class:`BundleError`)."""
+        bundle = load_bundle(directory)
+        try:
+            return cls(bundle, **kwargs)  # type: ignore[arg-type]
+        except (
+            ort.capi.onnxruntime_pybind11_state.Fail,
+            ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+        ) as exc:
+            raise BundleError(f"{bundle.path}: ONNX Runtime cannot load the model ({exc}).") from None
+
+    def warmup(self) -> float:
+        """Run one zero batch (first runs allocate); returns its milliseconds."""
+        t = time.perf_counter()
+        self.infer(np.zeros((1, *self.input_size, 3), dtype=np.uint8))
+        ms = (time.perf_counter() - t) * 1000
+        log_event(log, "model_warm", bundle_sha256=self.bundle.sha256, warmup_ms=round(ms, 1))
+        return ms
+
+    # 1. decoding ---------------------------------------------------------------------------
+    def prepare(self, data: bytes, *, explain: bool = False) -> PreparedImage:
+        """Decode and resize a photo for the model.
+
+        Raises:
+            model.imaging.ImageError: with a stable ``code`` (empty, unsupported, corrupt, too large).
+        """
+        digest = hashlib.sha256(data).hexdigest()
+        spec = self.manifest.input
+        decoded = decode_image(data, max_pixels=self.max_pixels, draft_size=spec.draft_size)
+        pixels, geometry = resize_for_model(decoded, self.input_size, policy=spec.resize)
+        return PreparedImage(
+            sha256=digest,
+            n_bytes=len(data),
+            format=decoded.format,
+            original_size=decoded.original_size,
+            pixels=pixels,
+            geometry=geometry,
+            sharpness=sharpness(pixels),
+            preview=_preview(decoded) if explain else None,
+        )
+
+    # 2. the model --------------------------------------------------------------------------
+    def infer(self, pixels: np.ndarray) -> list[RawOutput]:
+        """Run the graph on ``(B, H, W, 3)`` uint8 and split the outputs per image."""
+        p_genuine, flag_probs, cam, flag_maps, embedding = self.session.run(
+            None, {self.manifest.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)}
+        )
+        ood = self.bundle.ood_stats.score(embedding)  # (B,)
+        return [
+            RawOutput(float(p_genuine[i]), flag_probs[i], cam[i], flag_maps[i], float(ood[i]))
+            for i in range(pixels.shape[0])
+        ]
+
+    # 3. decisions --------------------------------------------------------------------------
+    def judge_image(
+        self, prepared: PreparedImage, raw: RawOutput, *, index: int, filename: str | None = None
+    ) -> ImageResult:
+        """One photo's verdict, flags (with boxes in original pixels) and, if prepared so, overlay."""
+        decision = self.manifest.decision
+        p_counterfeit = 1.0 - raw.p_genuine
+        reasons = usability_reasons(
+            min_side=min(prepared.original_size),
+            sharpness=prepared.sharpness,
+            ood_score=raw.ood_score,
+            decision=decision,
+            ood_threshold=self.manifest.ood.threshold,
+        )
+        outcome = judge_image(p_counterfeit, reasons, decision)
+        flags = self._features([raw], [not reasons], [prepared.geometry], index_offset=index)
+        return ImageResult(
+            index=index,
+            filename=filename,
+            sha256=prepared.sha256,
+            bytes=prepared.n_bytes,
+            format=prepared.format,
+            width=prepared.original_size[0],
+            height=prepared.original_size[1],
+            verdict=outcome.verdict,
+            authenticity_score=_round(outcome.authenticity_score),
+            counterfeit_probability=_round(outcome.counterfeit_probability),
+            usable=not reasons,
+            inconclusive_reasons=list(outcome.reasons),
+            flagged_features=flags,
+            flag_scores={n: _round(p) for n, p in zip(self.manifest.flags, raw.flag_probs, strict=True)},
+            ood_score=round(raw.ood_score, 4),
+            sharpness=round(prepared.sharpness, 2),
+            explanation=self._explain(prepared, raw) if prepared.preview is not None else None,
+        )
+
+    def judge_item(
+        self,
+        images: Sequence[ImageResult],
+        raws: Sequence[RawOutput],
+        geometries: Sequence[Geometry],
+    ) -> ItemResult:
+        """Combine an item's photos by :func:`model.decision.judge_item` (mean logit of usable photos).
+
+        ``images``, ``raws`` and ``geometries`` are aligned; indices in the result are positions in them.
+        """
+        decision = self.manifest.decision
+        # an unusable photo's inconclusive_reasons are exactly its usability reasons
+        votes = [(1.0 - r.p_genuine, _usability(im)) for im, r in zip(images, raws, strict=True)]
+        outcome = judge_item(votes, decision)
+        usable = [im.usable for im in images]
+        return ItemResult(
+            verdict=outcome.verdict,
+            authenticity_score=_round(outcome.authenticity_score),
+            counterfeit_probability=_round(outcome.counterfeit_probability),
+            inconclusive_reasons=list(outcome.reasons),
+            flagged_features=self._features(raws, usable, geometries, index_offset=0),
+            images_used=[i for i, u in enumerate(usable) if u],
+            input_sha256=[im.sha256 for im in images],
+        )
+
+    def score_item(self, files: Sequence[tuple[str | None, bytes]], *, explain: bool = False) -> ItemOutcome:
+        """Score the photos of one item in one model call (raises ImageError on a bad photo)."""
+        prepared = [self.prepare(data, explain=explain) for _, data in files]
+        raws = self.infer(np.stack([p.pixels for p in prepared]))
+        return self.outcome(prepared, raws, [name for name, _ in files])
+
+    def outcome(
+        self, prepared: Sequence[PreparedImage], raws: Sequence[RawOutput], filenames: Sequence[str | None]
+    ) -> ItemOutcome:
+        """Per-image and item results for an item's prepared photos and their outputs."""
+        images = [
+            self.judge_image(p, r, index=i, filename=name)
+            for i, (p, r, name) in enumerate(zip(prepared, raws, filenames, strict=True))
+        ]
+        return ItemOutcome(images, self.judge_item(images, raws, [p.geometry for p in prepared]))
+
+    def _features(
+        self,
+        raws: Sequence[RawOutput],
+        usable: Sequence[bool],
+        geometries: Sequence[Geometry],
+        *,
+        index_offset: int,
+    ) -> list[FlaggedFeature]:
+        decision = self.manifest.decision
+        flags = self.manifest.flags
+        hits = raised_flags([r.flag_probs for r in raws], usable, decision, flags)
+        out = []
+        for hit in hits:
+            f = flags.index(hit.name)
+            box, _ = map_box(raws[hit.image].flag_maps[f], self.input_size)
+            x0, y0, x1, y1 = geometries[hit.image].to_original(box)
+            out.append(
+                FlaggedFeature(
+                    name=hit.name,
+                    title=_TITLES.get(hit.name, hit.name),
+                    score=_round(hit.score),
+                    threshold=decision.flag_thresholds[hit.name],
+                    image_index=hit.image + index_offset,
+                    box=Box(x0=x0, y0=y0, x1=x1, y1=y1),
+                )
+            )
+        return out
+
+    def _explain(self, prepared: PreparedImage, raw: RawOutput) -> Explanation:
+        assert prepared.preview is not None  # only called when prepared with explain=True
+        h, w = prepared.preview.shape[:2]
+        overlay = evidence_overlay(raw.cam, prepared.geometry, self.input_size, (w, h))
+        return Explanation(
+            overlay_png_base64=_b64(overlay, "PNG"),
+            preview_jpeg_base64=_b64(Image.fromarray(prepared.preview), "JPEG"),
+            width=w,
+            height=h,
+        )
+
+
+def _usability(image: ImageResult) -> tuple[str, ...]:
+    return () if image.usable else tuple(image.inconclusive_reasons)
+
+
+def _b64(img: Image.Image, fmt: str) -> str:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **({"quality": 85} if fmt == "JPEG" else {"optimize": False}))
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def overlay_size(original_size: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` of overlays and previews: the photo's aspect, longer side <= 512."""
+    w, h = original_size
+    ratio = min(1.0, OVERLAY_MAX_SIDE / max(w, h))
+    return max(1, round(w * ratio)), max(1, round(h * ratio))
+
+
+def _preview(decoded: DecodedImage) -> np.ndarray:
+    w, h = overlay_size(decoded.original_size)
+    img = Image.fromarray(decoded.pixels)
+    return np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def evidence_overlay(
+    cam: np.ndarray, geometry: Geometry, input_size: tuple[int, int], size: tuple[int, int]
+) -> Image.Image:
+    """Colour the counterfeit-evidence map and align it with the original photo.
+
+    Args:
+        cam: ``(h, w)`` per-location counterfeit logit.
+        geometry: How the model input was cut from the photo (letterbox padding is cropped).
+        input_size: ``(H, W)`` of the model input.
+        size: ``(width, height)`` of the overlay.
+
+    Returns:
+        RGBA image: transparent for the weakest evidence, yellow to red for the strongest,
+        normalised within this photo.
+    """
+    a = np.asarray(cam, dtype=np.float64)
+    span = a.max() - a.min()
+    v = (a - a.min()) / span if span > 1e-12 else np.zeros_like(a)
+    ih, iw = input_size
+    # (h, w) -> (H, W) model pixels, then crop the letterbox padding
+    field = np.asarray(Image.fromarray(v.astype(np.float32), "F").resize((iw, ih), Image.Resampling.BILINEAR))
+    ow, oh = geometry.original_size
+    x0, y0 = round(geometry.pad_x), round(geometry.pad_y)
+    x1 = min(iw, max(x0 + 1, round(geometry.pad_x + ow / geometry.scale_x)))
+    y1 = min(ih, max(y0 + 1, round(geometry.pad_y + oh / geometry.scale_y)))
+    field = np.asarray(
+        Image.fromarray(np.ascontiguousarray(field[y0:y1, x0:x1]), "F").resize(
+            size, Image.Resampling.BILINEAR
+        )
+    )
+    field = np.clip(field, 0.0, 1.0)
+    channels = [np.interp(field, _RAMP[:, 0], _RAMP[:, k]) for k in range(1, 5)]
+    rgba = np.clip(np.stack(channels, axis=-1) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(rgba, "RGBA")

@@ -1,0 +1,196 @@
+"""Public response shapes, shared by the HTTP API and ``authlens score`` (one predictor, two doors).
+
+Field descriptions here are what ``/docs`` shows. Probabilities are rounded to 6 decimals;
+verdicts are decided on the unrounded values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["genuine", "counterfeit", "inconclusive"]
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelRef(_Public):
+    """Which model answered."""
+
+    name: str = Field(description="Bundle name.")
+    version: str = Field(description="Bundle version.")
+    bundle_sha256: str = Field(description="SHA-256 of the bundle's bundle.json; pins every model file.")
+
+
+class Box(_Public):
+    """A rectangle in the original photo's pixels (EXIF orientation applied), ``x1``/``y1`` exclusive."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+class FlaggedFeature(_Public):
+    """A counterfeit tell the model raised."""
+
+    name: str = Field(description="Stable flag identifier, e.g. `stitch_irregular`.")
+    title: str = Field(description="Human title of the flag.")
+    score: float = Field(description="Probability of the tell (0..1).")
+    threshold: float = Field(description="The bundle's threshold at or above which the flag is raised.")
+    image_index: int = Field(description="Index of the photo (in request order) where it is strongest.")
+    box: Box = Field(description="Where on that photo, in its original pixel coordinates.")
+
+
+class Explanation(_Public):
+    """The counterfeit-evidence map of one photo (only with ``explain=true``)."""
+
+    overlay_png_base64: str = Field(
+        description=(
+            "RGBA PNG, same aspect ratio as the oriented photo: transparent where the model saw no "
+            "counterfeit evidence, yellow to red where it saw the most (relative within this photo). "
+            "Stretch it over the photo to overlay."
+        )
+    )
+    preview_jpeg_base64: str = Field(
+        description="The decoded, oriented photo downscaled to the overlay's size (for formats a browser cannot show)."
+    )
+    width: int = Field(description="Overlay width in pixels.")
+    height: int = Field(description="Overlay height in pixels.")
+
+
+class ImageResult(_Public):
+    """One photo's result."""
+
+    index: int = Field(description="Position of the photo in the request.")
+    filename: str | None = Field(default=None, description="File name as sent (informational only).")
+    sha256: str = Field(description="SHA-256 of the photo's bytes as received.")
+    bytes: int = Field(description="Size of the photo in bytes.")
+    format: str = Field(description="Container sniffed from the bytes: JPEG, PNG, WEBP or HEIF.")
+    width: int = Field(description="Original width in pixels, EXIF orientation applied.")
+    height: int = Field(description="Original height in pixels, EXIF orientation applied.")
+    verdict: Verdict = Field(description="This photo's verdict alone.")
+    authenticity_score: float = Field(description="Calibrated probability that the item is genuine.")
+    counterfeit_probability: float = Field(description="1 - authenticity_score.")
+    usable: bool = Field(description="Whether the photo counts towards the item verdict.")
+    inconclusive_reasons: list[str] = Field(
+        description="Why the verdict is inconclusive (empty otherwise): low_confidence, out_of_distribution, image_too_small, too_blurry."
+    )
+    flagged_features: list[FlaggedFeature] = Field(
+        description="Raised flags, strongest first (usable photos only)."
+    )
+    flag_scores: dict[str, float] = Field(description="Probability of every flag, raised or not.")
+    ood_score: float = Field(
+        description="Distance from the training data (Mahalanobis); above the bundle threshold is out of distribution."
+    )
+    sharpness: float = Field(description="Laplacian variance of the model input; low means blurry.")
+    explanation: Explanation | None = Field(default=None, description="Present with explain=true.")
+
+
+class Receipt(_Public):
+    """Evidence receipt: an Ed25519 signature over the RFC 8785 canonical JSON of ``payload``."""
+
+    payload: dict = Field(
+        description="What is attested: receipt version, issue time, request id, model, input SHA-256s, verdict, scores, reasons, flags."
+    )
+    algorithm: Literal["Ed25519"] = "Ed25519"
+    key_id: str = Field(description="First 16 hex characters of the SHA-256 of the raw public key.")
+    signature: str = Field(description="Base64 (standard alphabet) Ed25519 signature.")
+
+
+class ItemResult(_Public):
+    """The item's result: all usable photos combined (see docs/serving.md)."""
+
+    verdict: Verdict = Field(description="genuine | counterfeit | inconclusive.")
+    authenticity_score: float = Field(description="Calibrated probability that the item is genuine.")
+    counterfeit_probability: float = Field(description="1 - authenticity_score.")
+    inconclusive_reasons: list[str] = Field(
+        description="Why the verdict is inconclusive (empty otherwise): low_confidence, no_usable_image, out_of_distribution, image_too_small, too_blurry."
+    )
+    flagged_features: list[FlaggedFeature] = Field(
+        description="Flags raised on any usable photo, strongest first."
+    )
+    images_used: list[int] = Field(description="Indices of the photos that voted (usable ones).")
+    input_sha256: list[str] = Field(description="SHA-256 of every photo of the item, in request order.")
+    receipt: Receipt | None = Field(default=None, description="Signed evidence receipt for case files.")
+
+
+class Timings(_Public):
+    """Where the time went, in milliseconds."""
+
+    decode_ms: float = Field(
+        description="Reading and decoding the photos (wall time, photos decoded in parallel)."
+    )
+    inference_ms: float = Field(description="Waiting for and running the model (wall time).")
+    total_ms: float = Field(description="From the request being admitted to the answer being built.")
+
+
+class ScoreResponse(_Public):
+    """Answer of ``POST /v1/score``."""
+
+    request_id: str
+    model: ModelRef
+    item: ItemResult
+    images: list[ImageResult]
+    timings: Timings
+
+
+class ErrorDetail(_Public):
+    code: str = Field(description="Stable, machine-readable error code.")
+    message: str = Field(description="What was wrong, for a person.")
+
+
+class ErrorResponse(_Public):
+    """Every error answer has this shape; no stack traces."""
+
+    error: ErrorDetail
+    request_id: str | None = None
+
+
+class BatchImage(_Public):
+    """One image of a JSON batch."""
+
+    id: str = Field(min_length=1, max_length=200, description="Client id, unique within the call.")
+    data: str = Field(description="The image file's bytes, base64 (standard alphabet).")
+    item_id: str | None = Field(
+        default=None, max_length=200, description="Images sharing an item_id are judged as one item (<= 8)."
+    )
+
+
+class BatchRequest(_Public):
+    """JSON body of ``POST /v1/score/batch``."""
+
+    images: list[BatchImage] = Field(min_length=1, description="1 to max_batch_images images.")
+
+
+class BatchImageResult(_Public):
+    """One image of a batch: a result, or an error for this image only."""
+
+    id: str
+    item_id: str | None = None
+    status: Literal["ok", "error"]
+    result: ImageResult | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchItemResult(_Public):
+    """One item of a batch: the images sharing an ``item_id``, or a single image without one."""
+
+    item_id: str | None
+    image_ids: list[str] = Field(description="Client ids of the item's images, in request order.")
+    status: Literal["ok", "error"]
+    result: ItemResult | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchResponse(_Public):
+    """Answer of ``POST /v1/score/batch``."""
+
+    request_id: str
+    model: ModelRef
+    results: list[BatchImageResult]
+    items: list[BatchItemResult]
+    timings: Timings
