@@ -8,6 +8,8 @@ and the allowed ones. The resolved config is saved with every run and bundle.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.imaging import ResizePolicy
@@ -34,6 +36,15 @@ class DataConfig(_Section):
     test_fraction: float = Field(default=0.15, ge=0, lt=0.5)
     split_seed: int = Field(default=0, ge=0)
     num_workers: int = Field(default=2, ge=0)
+    split: Literal["auto", "manifest", "random"] = Field(
+        default="auto",
+        description="'manifest' uses the manifest's split column, 'random' splits with "
+        "training.data.split (grouped, stratified), 'auto' uses the column when every row has one.",
+    )
+    cache_decoded: bool = Field(
+        default=True,
+        description="Keep decoded training photos in memory (uint8) so later epochs skip JPEG decoding.",
+    )
 
 
 class ModelConfig(_Section):
@@ -56,6 +67,43 @@ class OptimConfig(_Section):
     flag_loss_weight: float = Field(default=1.0, ge=0)
     channels_last: bool = True
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores.")
+    head_lr_scale: float = Field(
+        default=10.0, gt=0, description="The freshly initialised heads learn this many times faster."
+    )
+    min_lr_ratio: float = Field(default=0.01, ge=0, le=1, description="Cosine floor as a fraction of lr.")
+    class_balance: bool = Field(
+        default=True, description="Weight the authenticity loss so both classes count equally."
+    )
+    ema: bool = True
+    eval_batch_size: int = Field(default=64, ge=1)
+
+
+class AugmentConfig(_Section):
+    """Training augmentation (see :mod:`training.augment` for why each one is there)."""
+
+    enabled: bool = True
+    crop: float = Field(default=0.12, ge=0, lt=0.5, description="Max share cut from each border.")
+    perspective: float = Field(default=0.05, ge=0, le=0.2, description="Max corner shift (share of side).")
+    rotate: float = Field(default=8.0, ge=0, le=45, description="Max rotation in degrees.")
+    hflip: bool = Field(default=False, description="Mirror images (off where text or logos are tells).")
+    brightness: float = Field(default=0.2, ge=0, le=0.5)
+    contrast: float = Field(default=0.2, ge=0, le=0.5)
+    gamma: float = Field(default=0.2, ge=0, le=0.5)
+    blur_p: float = Field(default=0.15, ge=0, le=1)
+    noise_p: float = Field(default=0.2, ge=0, le=1)
+    jpeg_p: float = Field(default=0.3, ge=0, le=1)
+    jpeg_quality_min: int = Field(default=50, ge=1, le=100)
+
+
+class EvaluateConfig(_Section):
+    """What ``authlens train`` evaluates when it ends, and how (``authlens evaluate`` uses it too)."""
+
+    after_training: bool = Field(default=True, description="Evaluate best.pt on `split` at the end.")
+    split: Literal["train", "val", "test"] = "test"
+    probe: bool = Field(default=True, description="Also fit and report the linear-probe baseline.")
+    probe_max_train: int = Field(default=5000, ge=10, description="Probe fits on at most this many images.")
+    ece_bins: int = Field(default=15, ge=2)
+    worst_errors: int = Field(default=12, ge=0, description="Images in the worst-errors grid.")
 
 
 class CalibrationConfig(_Section):
@@ -86,6 +134,8 @@ class TrainConfig(_Section):
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: OptimConfig = OptimConfig()
+    augment: AugmentConfig = AugmentConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()

@@ -1,0 +1,68 @@
+"""Training augmentation: reproducible, ends at the model size, keeps tells and colour."""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import pytest
+
+from model.imaging import resize_for_model
+from training.augment import Augmenter, box_safe_crop
+from training.config import AugmentConfig
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = np.full((240, 320, 3), (150, 110, 60), dtype=np.float64)  # tan leather
+    img += rng.normal(0, 8, img.shape)
+    img[100:140, 140:200] = (30, 30, 30)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(photo: np.ndarray) -> None:
+    aug = Augmenter(AugmentConfig(), image_size=64, resize="stretch")
+    boxes = np.zeros((0, 4), np.float32)
+    a, b = aug(photo, boxes, seed=7), aug(photo, boxes, seed=7)
+    c = aug(photo, boxes, seed=8)
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_disabled_augmentation_is_exactly_the_serving_resize(photo: np.ndarray) -> None:
+    for policy in ("stretch", "letterbox"):
+        aug = Augmenter(AugmentConfig(enabled=False), image_size=96, resize=policy)
+        expected, _ = resize_for_model(photo, (96, 96), policy=policy)
+        assert np.array_equal(aug(photo, np.zeros((0, 4)), seed=1), expected)
+
+
+def test_letterbox_policy_is_kept_after_augmentation(photo: np.ndarray) -> None:
+    aug = Augmenter(AugmentConfig(crop=0.0, rotate=0, perspective=0), image_size=64, resize="letterbox")
+    out = aug(photo, np.zeros((0, 4)), seed=3)
+    assert np.all(out[:4] == 127) and np.all(out[-4:] == 127)  # 4:3 photo: grey bars top and bottom
+
+
+def test_crop_never_cuts_into_a_box() -> None:
+    rng = np.random.default_rng(0)
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[10:30, 150:190] = 255  # a tell near the top right corner
+    boxes = np.array([[150, 10, 190, 30]], np.float32)
+    for _ in range(200):
+        out = box_safe_crop(img, boxes, max_cut=0.4, rng=rng)
+        assert (out == 255).all(axis=2).sum() == 20 * 40
+        assert out.shape[0] >= 100 - 10 - 40 and out.shape[1] >= 200 - 80 - 10  # cuts capped by the box
+
+
+def _mean_hue(img: np.ndarray) -> float:
+    r, g, b = img.reshape(-1, 3).mean(0) / 255
+    return colorsys.rgb_to_hsv(r, g, b)[0]
+
+
+def test_colour_is_not_augmented_away(photo: np.ndarray) -> None:
+    """Hue is a tell (color_shift): the pipeline moves brightness, never the hue."""
+    aug = Augmenter(AugmentConfig(), image_size=64, resize="stretch")
+    ref = _mean_hue(photo)
+    hues = [_mean_hue(aug(photo, np.zeros((0, 4)), seed=s)) for s in range(40)]
+    assert max(abs(h - ref) for h in hues) < 0.02  # hue in [0, 1): 0.02 = 7 degrees

@@ -1,0 +1,114 @@
+"""Temperature scaling, decision thresholds, ECE and the out-of-distribution reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.bundle import Decision
+from model.decision import classify
+from training.calibration import (
+    calibrated_probability,
+    counterfeit_threshold,
+    fit_calibration,
+    fit_ood,
+    fit_temperature,
+    flag_thresholds,
+    genuine_threshold,
+    ood_stats,
+    reliability,
+)
+from training.config import CalibrationConfig
+
+
+def _overconfident(n: int, true_t: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose calibrated version is sigmoid(z / true_t): labels drawn from that."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 4, n)
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-z / true_t))).astype(int)
+    return z, y
+
+
+def test_temperature_recovers_the_true_scale_and_cuts_ece() -> None:
+    z, y = _overconfident(20000, true_t=2.0)
+    t = fit_temperature(z, y)
+    assert t == pytest.approx(2.0, rel=0.08)
+    before = reliability(calibrated_probability(z, 1.0), y).ece
+    after = reliability(calibrated_probability(z, t), y).ece
+    assert after < 0.02 < before
+
+
+def test_ece_is_zero_for_perfect_calibration_and_large_for_confident_errors() -> None:
+    p = np.array([0.2] * 5 + [0.8] * 5)
+    y = np.array([1, 0, 0, 0, 0, 1, 1, 1, 1, 0])
+    assert reliability(p, y, bins=10).ece == pytest.approx(0.0, abs=1e-12)
+    assert reliability(np.array([0.99, 0.01]), np.array([0, 1])).ece == pytest.approx(0.99)
+
+
+def test_counterfeit_threshold_keeps_false_accusations_within_the_rate() -> None:
+    rng = np.random.default_rng(1)
+    genuine = rng.beta(2, 8, 300)
+    fakes = rng.beta(8, 2, 300)
+    allp = np.concatenate([genuine, fakes])
+    for rate in (0.01, 0.05, 0.2):
+        t = counterfeit_threshold(genuine, allp, rate)
+        assert np.mean(genuine >= t) <= rate
+        # and it is the lowest such: the next genuine score down would break the rate
+        assert np.mean(genuine >= np.sort(genuine)[::-1][int(rate * 300)]) > rate
+
+
+def test_genuine_threshold_keeps_misses_within_the_rate() -> None:
+    rng = np.random.default_rng(2)
+    genuine, fakes = rng.beta(2, 6, 200), rng.beta(6, 2, 200)
+    t = genuine_threshold(fakes, np.concatenate([genuine, fakes]), 0.05)
+    assert np.mean(fakes <= t) <= 0.05
+    assert t > np.quantile(genuine, 0.5)  # not trivially tiny
+
+
+def test_fit_calibration_orders_thresholds_and_the_decision_rules_honour_them() -> None:
+    z, y = _overconfident(2000, true_t=1.5, seed=3)
+    flags = np.zeros((len(z), 7))
+    cal = fit_calibration(z, y, flags, flags, np.zeros(len(z)), CalibrationConfig())
+    assert cal.genuine_threshold <= cal.counterfeit_threshold
+    decision = Decision(
+        temperature=cal.temperature,
+        counterfeit_threshold=cal.counterfeit_threshold,
+        genuine_threshold=cal.genuine_threshold,
+        max_false_accusation_rate=0.01,
+        max_miss_rate=0.05,
+        flag_thresholds={},
+    )
+    p = calibrated_probability(z, cal.temperature)
+    verdicts = np.array([classify(float(v), decision).verdict for v in p])
+    assert np.mean(verdicts[y == 0] == "counterfeit") <= 0.01
+    assert np.mean(verdicts[y == 1] == "genuine") <= 0.05
+    assert 0 < np.mean(verdicts == "inconclusive") < 0.6
+
+
+def test_flag_thresholds_maximise_f1_and_default_without_positives() -> None:
+    probs = np.array([[0.9, 0.2], [0.7, 0.1], [0.4, 0.3], [0.3, 0.2]] + [[0.1, 0.1]] * 3)
+    targets = np.zeros((7, 7))
+    targets[:2, 0] = 1
+    full = np.zeros((7, 7))
+    full[:, :2] = probs
+    out = flag_thresholds(full, targets, np.ones(7))
+    assert 0.4 < out["logo_font"] <= 0.7  # separates the two positives from the rest
+    assert out["monogram_alignment"] == 0.5  # no positives: default
+
+
+def test_ood_reference_flags_far_embeddings_and_keeps_the_quantile() -> None:
+    rng = np.random.default_rng(4)
+    d, n = 256, 400  # more dimensions than a class has samples: needs shrinkage
+    basis = rng.normal(size=(16, d))
+    train = rng.normal(size=(n, 16)) @ basis + rng.normal(0, 0.1, (n, d))
+    labels = np.arange(n) % 2
+    train[labels == 1] += 0.5
+    ref = fit_ood(train, labels, quantile=0.95)
+    stats = ood_stats(ref)
+    scores = stats.score(train)
+    assert np.mean(scores <= ref.threshold) == pytest.approx(0.95, abs=0.01)
+    held_out = rng.normal(size=(200, 16)) @ basis + rng.normal(0, 0.1, (200, d))
+    far = rng.normal(0, 3, (200, d))
+    assert np.mean(stats.score(held_out) > ref.threshold) < 0.2
+    assert np.mean(stats.score(far) > ref.threshold) == 1.0
+    assert ref.means.shape == (2, d) and ref.precision.shape == (d, d)

@@ -1,0 +1,129 @@
+"""Training augmentation for product photos (albumentations), ending in the serving resize.
+
+What varies between an investigator's photos and a seller's listing is the camera, not the
+item: framing, viewpoint, light, focus, sensor noise and JPEG re-compression. Those are what we
+simulate. What we deliberately leave alone:
+
+* **Hue and saturation.** Colour is itself a tell (``color_shift``: leather or canvas off the
+  reference shade), so hue/saturation jitter, channel shuffles, grey-scale and per-channel gains
+  are excluded: they would teach the model that a shifted colour is normal. Brightness, contrast
+  and gamma are applied equally to the three channels, which keeps hue (up to clipping).
+* **Crops that cut tells off.** The random crop never cuts into a labelled box (tells, product),
+  so a counterfeit keeps the evidence its label rests on.
+* **Mirroring** is off by default: mirrored lettering (logos, serial codes) is itself a sign of a
+  fake. Turn ``augment.hflip`` on for data without text tells (e.g. shoes seen from either side).
+
+Blur and down-scaling are kept mild and rare because ``print_quality`` tells are blur.
+The last step is :func:`model.imaging.resize_for_model`, the exact function evaluation, export
+calibration and serving use, so training never sees a resize serving does not do.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from model.imaging import ResizePolicy, resize_for_model
+from training.config import AugmentConfig
+
+
+def box_safe_crop(
+    pixels: np.ndarray, boxes: np.ndarray, *, max_cut: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Cut up to ``max_cut`` of each side from each border, never into the union of ``boxes``.
+
+    Args:
+        pixels: ``(H, W, 3)`` image.
+        boxes: ``(K, 4)`` boxes ``(x0, y0, x1, y1)`` in these pixels' coordinates; may be empty.
+        max_cut: Largest share of the width/height removed at each border.
+        rng: Source of the four cut sizes.
+    """
+    h, w = pixels.shape[:2]
+    if max_cut <= 0:
+        return pixels
+    limit_l = limit_r = max_cut * w
+    limit_t = limit_b = max_cut * h
+    if len(boxes):
+        x0, y0 = float(boxes[:, 0].min()), float(boxes[:, 1].min())
+        x1, y1 = float(boxes[:, 2].max()), float(boxes[:, 3].max())
+        limit_l, limit_t = min(limit_l, max(x0, 0.0)), min(limit_t, max(y0, 0.0))
+        limit_r, limit_b = min(limit_r, max(w - x1, 0.0)), min(limit_b, max(h - y1, 0.0))
+    cuts = rng.uniform(0.0, 1.0, size=4) * np.array([limit_l, limit_t, limit_r, limit_b])
+    left, top, right, bottom = (int(c) for c in cuts)
+    return pixels[top : h - bottom, left : w - right]
+
+
+class Augmenter:
+    """Random crop, camera-like albumentations pipeline, then the serving resize.
+
+    Deterministic per call: the same ``seed`` gives the same output (used to key augmentation to
+    ``(run seed, epoch, index)``).
+    """
+
+    def __init__(self, cfg: AugmentConfig, *, image_size: int, resize: ResizePolicy) -> None:
+        self.cfg = cfg
+        self.size = (image_size, image_size)
+        self.resize = resize
+        reflect = cv2.BORDER_REFLECT_101  # no black corners: serving never sees them
+        steps: list[A.BasicTransform | A.BaseCompose] = []
+        if cfg.rotate > 0:
+            steps.append(
+                A.Affine(rotate=(-cfg.rotate, cfg.rotate), scale=(0.92, 1.05), border_mode=reflect, p=0.7)
+            )
+        if cfg.perspective > 0:
+            steps.append(A.Perspective(scale=(0.0, cfg.perspective), border_mode=reflect, p=0.5))
+        if cfg.hflip:
+            steps.append(A.HorizontalFlip(p=0.5))
+        if cfg.brightness > 0 or cfg.contrast > 0:
+            steps.append(
+                A.RandomBrightnessContrast(
+                    brightness_limit=cfg.brightness, contrast_limit=cfg.contrast, p=0.8
+                )
+            )
+        if cfg.gamma > 0:
+            steps.append(A.RandomGamma(gamma_limit=(100 * (1 - cfg.gamma), 100 * (1 + cfg.gamma)), p=0.5))
+        if cfg.blur_p > 0:
+            steps.append(
+                A.OneOf(
+                    [
+                        A.GaussianBlur(sigma_limit=(0.3, 1.2), p=1.0),
+                        A.MotionBlur(blur_limit=(3, 5), p=1.0),
+                        A.Downscale(scale_range=(0.6, 0.9), p=1.0),
+                    ],
+                    p=cfg.blur_p,
+                )
+            )
+        if cfg.noise_p > 0:
+            # one noise field for all channels: zero-mean and hue-neutral
+            steps.append(A.GaussNoise(std_range=(0.01, 0.05), per_channel=False, p=cfg.noise_p))
+        if cfg.jpeg_p > 0:
+            # before the resize, as a camera or a marketplace re-encodes at photo resolution
+            steps.append(A.ImageCompression(quality_range=(cfg.jpeg_quality_min, 95), p=cfg.jpeg_p))
+        self.pipeline = A.Compose(steps) if cfg.enabled else None
+
+    def _seed(self, seed: int) -> None:
+        assert self.pipeline is not None
+        self.pipeline.set_random_seed(seed)
+        # distinct streams per step, so e.g. brightness and noise strength are not correlated
+        for i, step in enumerate(self.pipeline.transforms):
+            step.set_random_seed(seed + 7919 * (i + 1))
+
+    def __call__(self, pixels: np.ndarray, boxes: np.ndarray, *, seed: int) -> np.ndarray:
+        """Augment ``(H, W, 3)`` uint8 pixels and resize them to the model input.
+
+        Args:
+            pixels: Decoded photo.
+            boxes: ``(K, 4)`` labelled boxes in ``pixels`` coordinates (kept inside the crop).
+            seed: Makes the result reproducible.
+
+        Returns:
+            ``(size, size, 3)`` uint8 model input.
+        """
+        if self.pipeline is not None:
+            rng = np.random.default_rng(seed)
+            pixels = box_safe_crop(pixels, boxes, max_cut=self.cfg.crop, rng=rng)
+            self._seed(seed % (2**31))
+            pixels = self.pipeline(image=np.ascontiguousarray(pixels))["image"]
+        out, _ = resize_for_model(pixels, self.size, policy=self.resize)
+        return out

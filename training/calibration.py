@@ -1,0 +1,217 @@
+"""Calibration and decision settings fitted on validation, and the out-of-distribution reference.
+
+* Temperature scaling: one scalar ``T`` so that ``sigmoid(logit / T)`` is a calibrated counterfeit
+  probability (Guo et al., 2017); fitted by minimising validation log-loss.
+* Thresholds on that probability (the rules of :mod:`model.decision`): the counterfeit threshold
+  is the lowest that accuses at most ``max_false_accusation_rate`` of the genuine validation
+  photos; the genuine threshold is the highest that lets at most ``max_miss_rate`` of the
+  counterfeits through. Between them lies the inconclusive band. Each threshold sits half-way
+  (in log-odds) between the two validation scores it separates, not on top of one.
+* Flag thresholds: per flag, the probability maximising F1 on flag-labelled validation photos.
+* Out of distribution: class-conditional Gaussians with a shared covariance of the training
+  embeddings (Mahalanobis, Lee et al., 2018). 1280-d embeddings from ~1k photos give a singular
+  sample covariance, so it is shrunk (Ledoit-Wolf) before inversion; the threshold is the
+  ``ood_quantile`` of the training photos' scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, logit
+from sklearn.covariance import LedoitWolf
+from sklearn.metrics import precision_recall_curve
+
+from model.bundle import OODStats
+from model.flags import FLAG_NAMES
+from training.checkpoint import Calibration, OODReference
+from training.config import CalibrationConfig
+
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+_EPS = 1e-7
+
+
+def _clip(p: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+
+
+def calibrated_probability(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Counterfeit probability ``sigmoid(logit / T)``, as the serving graph computes it."""
+    return expit(np.asarray(logits, dtype=np.float64) / temperature)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature minimising the log-loss of ``sigmoid(logits / T)`` against 0/1 ``labels``.
+
+    Searched in log space within :data:`TEMPERATURE_BOUNDS`; perfectly separable validation data
+    pushes ``T`` to the lower bound (probabilities near 0 and 1), which is what such data supports.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        # log(1 + exp(-s)) for y=1 and log(1 + exp(s)) for y=0, computed stably
+        return float(np.mean(np.logaddexp(0.0, np.where(y > 0.5, -s, s))))
+
+    lo, hi = np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1])
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def _between(lower: float, upper: float | None) -> float:
+    """A probability half-way in log-odds between two scores (or a step above ``lower``)."""
+    a = float(logit(_clip(np.array(lower))))
+    b = a + 2.0 if upper is None else float(logit(_clip(np.array(upper))))
+    return float(expit((a + b) / 2.0))
+
+
+def counterfeit_threshold(p_genuine: np.ndarray, p_all: np.ndarray, max_rate: float) -> float:
+    """Lowest threshold accusing at most ``max_rate`` of the genuine photos (``p >= t``).
+
+    Args:
+        p_genuine: Calibrated counterfeit probabilities of genuine validation photos.
+        p_all: Those of all validation photos (the threshold falls between two of them).
+        max_rate: Largest share of genuine photos allowed at or above the threshold.
+    """
+    neg = np.sort(np.asarray(p_genuine, dtype=np.float64))[::-1]
+    allowed = int(np.floor(max_rate * len(neg) + 1e-9))
+    if allowed >= len(neg):
+        return 0.0
+    pivot = neg[allowed]  # the highest genuine score that must stay below the threshold
+    above = np.asarray(p_all, dtype=np.float64)
+    above = above[above > pivot]
+    return _between(pivot, float(above.min()) if len(above) else None)
+
+
+def genuine_threshold(p_counterfeit: np.ndarray, p_all: np.ndarray, max_rate: float) -> float:
+    """Highest threshold letting at most ``max_rate`` of the counterfeits through (``p <= t``)."""
+    pos = np.sort(np.asarray(p_counterfeit, dtype=np.float64))
+    allowed = int(np.floor(max_rate * len(pos) + 1e-9))
+    if allowed >= len(pos):
+        return 1.0
+    pivot = pos[allowed]  # the lowest counterfeit score that must stay above the threshold
+    below = np.asarray(p_all, dtype=np.float64)
+    below = below[below < pivot]
+    if not len(below):
+        a = float(logit(_clip(np.array(pivot))))
+        return float(expit(a - 1.0))
+    return _between(float(below.max()), pivot)
+
+
+def flag_thresholds(probs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Per-flag threshold maximising F1 on flag-labelled photos; 0.5 where a flag has no positives.
+
+    Args:
+        probs: ``(N, F)`` flag probabilities.
+        targets: ``(N, F)`` 0/1 labels.
+        mask: ``(N,)`` 1 where the photo has flag labels.
+    """
+    keep = np.asarray(mask) > 0.5
+    out: dict[str, float] = {}
+    for j, name in enumerate(FLAG_NAMES):
+        y, p = targets[keep, j], probs[keep, j]
+        if y.sum() == 0 or y.sum() == len(y):
+            out[name] = 0.5
+            continue
+        precision, recall, thresholds = precision_recall_curve(y, p)
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        best = float(thresholds[int(np.argmax(f1))])
+        lower = p[p < best]
+        out[name] = _between(float(lower.max()), best) if len(lower) else best
+    return out
+
+
+def fit_calibration(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    flag_probs: np.ndarray,
+    flag_targets: np.ndarray,
+    flag_mask: np.ndarray,
+    cfg: CalibrationConfig,
+) -> Calibration:
+    """All decision settings from validation outputs.
+
+    Args:
+        logits: ``(N,)`` uncalibrated counterfeit logits.
+        labels: ``(N,)`` 1 = counterfeit.
+        flag_probs: ``(N, F)``; flag_targets: ``(N, F)``; flag_mask: ``(N,)`` as in :func:`flag_thresholds`.
+        cfg: The run's calibration section.
+    """
+    labels = np.asarray(labels)
+    temperature = fit_temperature(logits, labels)
+    p = calibrated_probability(logits, temperature)
+    t_c = counterfeit_threshold(p[labels == 0], p, cfg.max_false_accusation_rate)
+    t_g = min(genuine_threshold(p[labels == 1], p, cfg.max_miss_rate), t_c)
+    return Calibration(
+        temperature=temperature,
+        counterfeit_threshold=t_c,
+        genuine_threshold=t_g,
+        max_false_accusation_rate=cfg.max_false_accusation_rate,
+        max_miss_rate=cfg.max_miss_rate,
+        flag_thresholds=flag_thresholds(flag_probs, flag_targets, flag_mask),
+        min_image_side=cfg.min_image_side,
+        min_sharpness=cfg.min_sharpness,
+    )
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Binned calibration of the counterfeit probability."""
+
+    ece: float
+    bin_edges: np.ndarray  # (B + 1,)
+    confidence: np.ndarray  # (B,) mean predicted probability per bin (nan when empty)
+    frequency: np.ndarray  # (B,) observed counterfeit share per bin (nan when empty)
+    counts: np.ndarray  # (B,)
+
+
+def reliability(p: np.ndarray, labels: np.ndarray, bins: int = 15) -> Reliability:
+    """Expected calibration error of the counterfeit probability over ``bins`` equal-width bins.
+
+    ``ECE = sum_b n_b / N * |mean(y_b) - mean(p_b)|``, the quantity the reliability diagram shows.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
+    counts = np.bincount(idx, minlength=bins).astype(np.int64)
+    sum_p = np.bincount(idx, weights=p, minlength=bins)
+    sum_y = np.bincount(idx, weights=y, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.where(counts > 0, sum_p / counts, np.nan)
+        freq = np.where(counts > 0, sum_y / counts, np.nan)
+    ece = float(np.sum(np.abs(sum_y - sum_p)) / max(len(p), 1))
+    return Reliability(ece=ece, bin_edges=edges, confidence=conf, frequency=freq, counts=counts)
+
+
+def fit_ood(embeddings: np.ndarray, labels: np.ndarray, quantile: float) -> OODReference:
+    """Class-conditional Mahalanobis reference with a Ledoit-Wolf shared covariance.
+
+    Args:
+        embeddings: ``(N, D)`` training embeddings (no augmentation).
+        labels: ``(N,)`` class index per row (0 genuine, 1 counterfeit).
+        quantile: Share of training photos that must score at or below the threshold.
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(labels)
+    classes = sorted(set(y.tolist()))
+    means = np.stack([e[y == c].mean(axis=0) for c in classes])  # (C, D)
+    residuals = e - means[np.searchsorted(classes, y)]
+    lw = LedoitWolf(assume_centered=True).fit(residuals)
+    precision = lw.precision_
+    stats = OODStats(means=means.astype(np.float32), precision=precision.astype(np.float32))
+    scores = stats.score(e)
+    return OODReference(
+        means=stats.means,
+        precision=stats.precision,
+        threshold=float(np.quantile(scores, quantile)),
+        quantile=quantile,
+    )
+
+
+def ood_stats(ref: OODReference) -> OODStats:
+    """The serving-side scorer for a checkpoint's reference."""
+    return OODStats(means=np.asarray(ref.means), precision=np.asarray(ref.precision))

@@ -1,0 +1,101 @@
+"""Batched forward passes over prepared model inputs (shared by training, calibration, evaluation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from training.dataset import EvalDataset
+
+
+def normalize(
+    pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float], *, channels_last: bool
+) -> torch.Tensor:
+    """``(B, H, W, 3)`` uint8 to normalised ``(B, 3, H, W)`` float, exactly as the serving graph does."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    x = (pixels.permute(0, 3, 1, 2).float() - m) / s
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def worker_init(_: int) -> None:
+    """``worker_init_fn`` for loaders: one thread per worker, the cores are the model's."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def load_inputs(
+    records: Sequence, *, image_size: int, resize: str, draft_size: int, workers: int
+) -> torch.Tensor:
+    """Decode and resize every record once: ``(N, H, W, 3)`` uint8 model inputs."""
+    ds: Dataset = EvalDataset(records, image_size=image_size, resize=resize, draft_size=draft_size)
+    out = torch.empty((len(records), image_size, image_size, 3), dtype=torch.uint8)
+    loader = DataLoader(
+        ds,
+        batch_size=32,
+        shuffle=False,
+        num_workers=workers,
+        worker_init_fn=worker_init if workers else None,
+    )
+    for pixels, index in loader:
+        out[index] = pixels
+    return out
+
+
+@dataclass
+class Outputs:
+    """Network outputs for a set of photos, as numpy arrays in input order."""
+
+    logits: np.ndarray  # (N,) uncalibrated counterfeit logits
+    flag_logits: np.ndarray  # (N, F)
+    embeddings: np.ndarray  # (N, D)
+    cams: np.ndarray | None = None  # (N, h, w)
+
+    def subset(self, index: np.ndarray) -> Outputs:
+        return Outputs(
+            self.logits[index],
+            self.flag_logits[index],
+            self.embeddings[index],
+            None if self.cams is None else self.cams[index],
+        )
+
+
+@torch.no_grad()
+def predict(
+    net: nn.Module,
+    inputs: torch.Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 64,
+    channels_last: bool = True,
+    with_cams: bool = False,
+) -> Outputs:
+    """Run ``net`` (an :class:`model.network.AuthLensNet`, eval mode) over ``(N, H, W, 3)`` uint8 inputs."""
+    was_training = net.training
+    net.eval()
+    logits, flags, embs, cams = [], [], [], []
+    for start in range(0, len(inputs), batch_size):
+        x = normalize(inputs[start : start + batch_size], mean, std, channels_last=channels_last)
+        out = net(x)
+        logits.append(out["counterfeit_logit"].float())
+        flags.append(out["flag_logits"].float())
+        embs.append(out["embedding"].float())
+        if with_cams:
+            cams.append(out["cam"].float())
+    net.train(was_training)
+    if not logits:
+        raise ValueError("predict() got no inputs.")
+    return Outputs(
+        logits=torch.cat(logits).numpy(),
+        flag_logits=torch.cat(flags).numpy(),
+        embeddings=torch.cat(embs).numpy(),
+        cams=torch.cat(cams).numpy() if with_cams else None,
+    )
