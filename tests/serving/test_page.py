@@ -1,0 +1,105 @@
+"""The investigators' page in headless Chromium: drop photos, see a verdict and overlays.
+
+Uses Debian's ``/usr/bin/chromium`` (installed by ``.ci/run``) through Playwright.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Server, copy_bundle, start_server, stop_server
+
+CHROMIUM = os.environ.get("AUTHLENS_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def page_server(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("page")
+    s = start_server(copy_bundle(tiny_bundle_dir, tmp / "bundle"), tmp / "serve.log")
+    yield s
+    stop_server(s)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does).")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_drop_photos_and_see_verdict_with_overlays(
+    page_server: Server, browser, sneakers_dir: Path, tmp_path: Path
+) -> None:
+    photos = sorted((sneakers_dir / "genuine").glob("*.jpg"))[:2]
+    page = browser.new_page(viewport={"width": 1200, "height": 1000})
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.goto(page_server.url + "/")
+    page.wait_for_function("document.getElementById('model-line').textContent.includes('Model tiny')")
+
+    # a real drop event carrying two File objects
+    payload = [{"name": p.name, "b64": base64.b64encode(p.read_bytes()).decode()} for p in photos]
+    transfer = page.evaluate_handle(
+        """(files) => {
+            const dt = new DataTransfer();
+            for (const f of files) {
+                const bytes = Uint8Array.from(atob(f.b64), c => c.charCodeAt(0));
+                dt.items.add(new File([bytes], f.name, {type: 'image/jpeg'}));
+            }
+            return dt;
+        }""",
+        payload,
+    )
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    assert page.locator("#selected li").count() == 2
+    page.get_by_role("button", name="Check authenticity").click()
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+
+    verdict = page.locator("#verdict-text").inner_text()
+    assert verdict in ("GENUINE", "COUNTERFEIT", "INCONCLUSIVE")
+    assert page.locator("#verdict").get_attribute("data-verdict") == verdict.lower()
+    assert "%" in page.locator("#auth-score").inner_text()
+    overlays = page.locator("img.overlay")
+    assert overlays.count() == 2
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('img.overlay')).every(i => i.complete && i.naturalWidth > 0)"
+    )
+    if verdict == "INCONCLUSIVE":
+        assert page.locator("#reasons li").count() >= 1
+    page.get_by_text("Evidence receipt and model").click()
+    assert page.locator("#answer-meta").inner_text().count("sha256") >= 3
+    shot = tmp_path / "page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("AUTHLENS_SCREENSHOT"):
+        page.screenshot(path=os.environ["AUTHLENS_SCREENSHOT"], full_page=True)
+    assert shot.stat().st_size > 10_000
+    # the map can be hidden, and nothing came from outside this server
+    page.locator("#show-maps").uncheck()
+    assert not overlays.first.is_visible()
+    assert all(u.startswith((page_server.url, "data:", "blob:")) for u in requested), requested
+    page.close()
+
+
+def test_error_is_announced(page_server: Server, browser) -> None:
+    page = browser.new_page()
+    page.goto(page_server.url + "/")
+    page.set_input_files(
+        "#file-input", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo"}]
+    )
+    page.get_by_role("button", name="Check authenticity").click()
+    alert = page.get_by_role("alert")
+    alert.wait_for()
+    assert "unsupported_format" in alert.inner_text()
+    page.close()
