@@ -67,5 +67,61 @@ def validate() -> None:
 
 
 @data_app.command(help="Write a leak-free, stratified, grouped train/val/test split.")
-def split() -> None:
-    raise NotImplementedError("authlens data split")
+def split(
+    path: Path = typer.Argument(..., help="Manifest (CSV/JSONL) or dataset folder."),
+    out: Path = typer.Option(..., "--out", help="Manifest to write (CSV, or .jsonl), with a split column."),
+    val: float = typer.Option(0.15, "--val", help="Share of each label for validation."),
+    test: float = typer.Option(0.15, "--test", help="Share of each label for test (0 for none)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Varies which groups go where."),
+    threshold: int = typer.Option(8, "--threshold", min=0, max=32, help="Near-duplicate distance in bits."),
+    resplit: bool = typer.Option(False, "--resplit", help="Ignore splits already in the manifest."),
+) -> None:
+    from collections import Counter
+    from dataclasses import replace
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.data.manifest import ManifestError, load_manifest, manifest_hash, write_manifest
+    from training.data.split import find_duplicate_pairs, group_records, split_counts, split_records
+
+    with user_errors(ManifestError, ValueError, OSError):
+        records = load_manifest(path)
+        if resplit:
+            records = [replace(r, split=None) for r in records]
+        pairs = (
+            find_duplicate_pairs(records, threshold=threshold)
+            if any(r.item_id is None for r in records)
+            else []
+        )
+        groups = group_records(records, duplicate_pairs=pairs)
+        records = split_records(
+            records,
+            val_fraction=val,
+            test_fraction=test,
+            seed=seed,
+            threshold=threshold,
+            duplicate_pairs=pairs,
+        )
+        written = write_manifest(records, out)
+    counts = split_counts(records)
+    table = Table(title=f"{written} (manifest hash {manifest_hash(records)[:12]})")
+    for column in ("split", "genuine", "counterfeit", "photos", "share"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for name in ("train", "val", "test"):
+        row = counts.get(name, {})
+        n = sum(row.values())
+        table.add_row(
+            name,
+            str(row.get("genuine", 0)),
+            str(row.get("counterfeit", 0)),
+            str(n),
+            f"{n / len(records):.1%}",
+        )
+    console = Console(soft_wrap=True)
+    console.print(table)
+    sizes = list(Counter(int(g) for g in groups).values())
+    console.print(
+        f"{len(sizes)} groups (items or near-duplicate clusters) for {len(records)} photos; "
+        f"{sum(s > 1 for s in sizes)} hold more than one photo, the largest {max(sizes)}."
+    )

@@ -1,0 +1,155 @@
+"""Leak-free train/val/test splits: stratified by label, grouped by item or near-duplicate cluster.
+
+No physical item and no copy of a photo may sit in two splits, or validation and test figures
+measure memory instead of judgement. Photos are therefore grouped first (same ``item_id``; and,
+for photos without one, the near-duplicate clusters of :mod:`training.data.dedupe`), and whole
+groups are dealt to the splits so that each split gets its share of every label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from model.flags import LABELS
+from training.data.dedupe import DUPLICATE_THRESHOLD, clusters, hash_files, near_duplicate_pairs
+from training.data.manifest import SPLITS, Record, common_root, relative_name
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    if not (0.0 <= val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
+        raise ValueError(
+            f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must each be in [0, 1) "
+            "and leave a non-empty train share (their sum below 1)."
+        )
+
+
+def find_duplicate_pairs(
+    records: Sequence[Record], *, threshold: int = DUPLICATE_THRESHOLD
+) -> list[tuple[int, int]]:
+    """Hash every photo and return the index pairs within ``threshold`` bits (unreadable photos skipped)."""
+    hashes, ok = hash_files([r.file for r in records])
+    return [(p.i, p.j) for p in near_duplicate_pairs(hashes, threshold=threshold, mask=ok)]
+
+
+def group_records(
+    records: Sequence[Record],
+    *,
+    threshold: int = DUPLICATE_THRESHOLD,
+    duplicate_pairs: Sequence[tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """Group label per record: same ``item_id``, or near-duplicates where an ``item_id`` is missing.
+
+    Args:
+        records: The photos.
+        threshold: Near-duplicate distance in bits (see :mod:`training.data.dedupe`).
+        duplicate_pairs: Pairs of indices already known to be near-duplicates; when ``None`` and
+            some record lacks an ``item_id``, every photo is hashed (unreadable ones stay alone).
+
+    Returns:
+        ``(N,)`` int group labels.
+    """
+    edges: list[tuple[int, int]] = []
+    first_of_item: dict[str, int] = {}
+    for k, r in enumerate(records):
+        if r.item_id is not None:
+            edges.append((first_of_item.setdefault(r.item_id, k), k))
+    if duplicate_pairs is None and any(r.item_id is None for r in records):
+        duplicate_pairs = find_duplicate_pairs(records, threshold=threshold)
+    for i, j in duplicate_pairs or ():
+        # Two photos of distinct named items stay apart: the item ids are the stronger statement.
+        if records[i].item_id is None or records[j].item_id is None:
+            edges.append((i, j))
+    return clusters(len(records), edges)
+
+
+def split_records(
+    records: Sequence[Record],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    threshold: int = DUPLICATE_THRESHOLD,
+    duplicate_pairs: Sequence[tuple[int, int]] | None = None,
+) -> list[Record]:
+    """Assign ``train``/``val``/``test`` to every record, leak-free and stratified by label.
+
+    Deterministic: the result depends on the records' relative file names, labels, item ids and
+    existing splits, and on ``seed``; not on their order or where the dataset lives.
+
+    Args:
+        records: The photos (e.g. from :func:`training.data.manifest.load_manifest`).
+        val_fraction: Share of each label for validation.
+        test_fraction: Share of each label for test (0 for none).
+        seed: Varies which groups go where.
+        threshold: Near-duplicate distance in bits for photos without ``item_id``.
+        duplicate_pairs: Known near-duplicate index pairs (skips hashing), see :func:`group_records`.
+
+    Returns:
+        New records in the input order with ``split`` set. A record that already has a split
+        keeps it, and the rest of its group follows it (the most common split when its members
+        disagree, which ``authlens data validate`` reports as a leak).
+
+    Raises:
+        ValueError: fractions outside [0, 1) or summing to 1 or more.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    if not records:
+        return []
+    groups = group_records(records, threshold=threshold, duplicate_pairs=duplicate_pairs)
+    members: dict[int, list[int]] = {}
+    for k, g in enumerate(groups):
+        members.setdefault(int(g), []).append(k)
+
+    fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction, "test": test_fraction}
+    totals = Counter(r.label for r in records)
+    target = {s: {label: fractions[s] * totals[label] for label in LABELS} for s in SPLITS}
+    current = {s: dict.fromkeys(LABELS, 0.0) for s in SPLITS}
+    assigned: dict[int, str] = {}
+
+    root = common_root(records)
+    free: list[tuple[int, str, int]] = []
+    for g, idx in members.items():
+        preset = Counter(records[k].split for k in idx if records[k].split is not None)
+        if preset:
+            best = max(preset.values())
+            assigned[g] = next(s for s in SPLITS if preset.get(s) == best)
+            for k in idx:
+                current[records[k].split or assigned[g]][records[k].label] += 1
+        else:
+            name = min(relative_name(records[k], root) for k in idx)
+            key = hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()
+            free.append((-len(idx), key, g))
+
+    # Largest groups first (they are the hardest to place), then a seeded shuffle; each goes to
+    # the split whose labels are furthest below target, relative to the target.
+    candidates = [s for s in ("val", "test", "train") if fractions[s] > 0]
+    for _, _, g in sorted(free):
+        counts = Counter(records[k].label for k in members[g])
+
+        def score(s: str, counts: Counter[str] = counts) -> float:
+            return sum(
+                n * (target[s][lab] - current[s][lab]) / max(target[s][lab], 1.0) for lab, n in counts.items()
+            )
+
+        choice = max(candidates, key=score)  # ties go to the first: val, test, train
+        assigned[g] = choice
+        for lab, n in counts.items():
+            current[choice][lab] += n
+    return [
+        r if r.split is not None else replace(r, split=assigned[int(groups[k])])
+        for k, r in enumerate(records)
+    ]
+
+
+def split_counts(records: Sequence[Record]) -> dict[str, dict[str, int]]:
+    """``{split: {label: photos}}`` with ``unsplit`` for records without a split."""
+    out: dict[str, dict[str, int]] = {}
+    for r in records:
+        row = out.setdefault(r.split or "unsplit", dict.fromkeys(LABELS, 0))
+        row[r.label] = row.get(r.label, 0) + 1
+    return out
