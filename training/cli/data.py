@@ -62,8 +62,107 @@ def synth(
 
 
 @data_app.command(help="Open every image of a dataset and report problems and near-duplicates.")
-def validate() -> None:
-    raise NotImplementedError("authlens data validate")
+def validate(
+    path: Path = typer.Argument(..., help="Manifest (CSV/JSONL) or dataset folder."),
+    report: Path | None = typer.Option(None, "--report", help="Write the full JSON report here."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on bad rows, unreadable photos or leaks."),
+    threshold: int = typer.Option(8, "--threshold", min=0, max=32, help="Near-duplicate distance in bits."),
+    min_side: int = typer.Option(128, "--min-side", min=1, help="List photos whose shorter side is smaller."),
+) -> None:
+    import json
+
+    from rich.console import Console
+
+    from training.data.manifest import ManifestError
+    from training.data.validate import validate_dataset
+
+    with user_errors(ManifestError, OSError):
+        result = validate_dataset(path, threshold=threshold, min_side=min_side)
+    data = result.to_dict()
+    if report is not None:
+        with user_errors(OSError):
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(data, indent=2) + "\n")
+    _print_validation(Console(soft_wrap=True, highlight=False), data, report)
+    if strict and not result.clean:
+        raise typer.Exit(1)
+
+
+def _print_validation(console: object, data: dict, report: Path | None) -> None:
+    """The readable summary: counts, balance tables, then every problem with its reason."""
+    from rich.console import Console
+    from rich.table import Table
+
+    assert isinstance(console, Console)
+    s = data["summary"]
+    console.print(
+        f"[bold]{data['source']}[/]: {s['photos']} photos, {s['readable']} readable, {s['unreadable']} unreadable, "
+        f"{s['manifest_problems']} bad manifest rows, {s['skipped_files']} files skipped ({s['seconds']} s)."
+    )
+    sizes = data["sizes"]
+    if sizes:
+        console.print(
+            f"Formats {data['formats']}; modes {data['modes']}; sizes {sizes['width']['min']}..{sizes['width']['max']} x "
+            f"{sizes['height']['min']}..{sizes['height']['max']} (most common {', '.join(sizes['most_common'])})."
+        )
+    for name, rows in data["balance"].items():
+        table = Table(title=f"Photos by {name}" if name != "all" else "Photos by label", title_justify="left")
+        table.add_column(name)
+        for column in ("genuine", "counterfeit", "counterfeit share"):
+            table.add_column(column, justify="right")
+        for value, row in rows.items():
+            total = sum(row.values())
+            share = row.get("counterfeit", 0) / total if total else 0.0
+            table.add_row(value, str(row.get("genuine", 0)), str(row.get("counterfeit", 0)), f"{share:.0%}")
+        console.print(table)
+    console.print(
+        f"Near-duplicates (pHash <= {data['duplicate_threshold_bits']} bits, mirrored/turned included): "
+        f"{s['duplicate_pairs']} pairs in {s['duplicate_clusters']} clusters ({s['photos_in_duplicate_clusters']} photos); "
+        f"{s['cross_split_duplicates']} cross splits, {s['items_across_splits']} items span splits, "
+        f"{s['label_conflicts']} label conflicts."
+    )
+    sections = [
+        ("Bad manifest rows", "manifest_problems", None),
+        ("Skipped files", "skipped_files", None),
+        ("Unreadable photos", "unreadable", None),
+        ("Duplicates across splits (leaks)", "cross_split_duplicates", None),
+        ("Items across splits (leaks)", "items_across_splits", None),
+        ("Label conflicts", "label_conflicts", None),
+        ("Boxes outside the photo", "boxes_outside_image", 10),
+        ("Converted modes (handled)", "converted", 10),
+        ("EXIF-rotated (handled)", "exif_rotated", 10),
+        ("Extension does not match content", "extension_mismatch", 10),
+        ("Small photos", "small", 10),
+        ("Near-duplicate clusters", "duplicate_clusters", 10),
+    ]
+    for title, key, limit in sections:
+        items = data[key]
+        if not items:
+            continue
+        colour = "red" if limit is None else "yellow"
+        console.print(f"[bold {colour}]{title}: {len(items)}[/]")
+        for item in items[:limit]:
+            if "files" in item:
+                where = ", ".join(item["files"])
+                why = item.get("reason") or (
+                    f"{item.get('max_distance_bits', 0)} bits, labels {'/'.join(item.get('labels', []))}"
+                )
+            elif "file" in item:
+                where = item["file"] + (f" (line {item['line']})" if item.get("line") else "")
+                why = item["reason"]
+            else:
+                where, why = f"line {item['line']}", item["reason"]
+            console.print(f"  {where}: {why}")
+        if limit is not None and len(items) > limit:
+            console.print(
+                f"  ... and {len(items) - limit} more" + (f" in {report}" if report else " (see --report)")
+            )
+    verdict = (
+        "[bold green]clean[/]"
+        if data["clean"]
+        else "[bold red]not clean[/] (bad rows, unreadable photos or leaks)"
+    )
+    console.print(f"Verdict: {verdict}." + (f" Report: {report}" if report else ""))
 
 
 @data_app.command(help="Write a leak-free, stratified, grouped train/val/test split.")
