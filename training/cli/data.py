@@ -117,7 +117,8 @@ def _print_validation(console: object, data: dict, report: Path | None) -> None:
         console.print(table)
     console.print(
         f"Near-duplicates (pHash <= {data['duplicate_threshold_bits']} bits, mirrored/turned included): "
-        f"{s['duplicate_pairs']} pairs in {s['duplicate_clusters']} clusters ({s['photos_in_duplicate_clusters']} photos); "
+        f"{s['duplicate_pairs']} pairs in {s['duplicate_clusters']} clusters ({s['photos_in_duplicate_clusters']} photos"
+        f"; {s['duplicate_pairs_between_items']} more between distinct item ids, not counted); "
         f"{s['cross_split_duplicates']} cross splits, {s['items_across_splits']} items span splits, "
         f"{s['label_conflicts']} label conflicts."
     )

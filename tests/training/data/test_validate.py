@@ -57,6 +57,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     files["item_a1.jpg"] = _jpeg(_blobs(31))
     files["item_a2.jpg"] = _jpeg(_blobs(32))
     files["unlisted.jpg"] = _jpeg(_blobs(33))
+    files["twin_x.jpg"] = files["twin_y.jpg"] = _jpeg(_blobs(34))  # one photo under two item ids
     for name, data in files.items():
         (root / "img" / name).write_bytes(data)
     rows = [
@@ -75,6 +76,8 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "img/dup_test.jpg,counterfeit,,test,,",
         "img/item_a1.jpg,counterfeit,bagA,train,,",
         "img/item_a2.jpg,counterfeit,bagA,val,,",
+        "img/twin_x.jpg,genuine,itemX,train,,",
+        "img/twin_y.jpg,genuine,itemY,test,,",
         "img/missing.jpg,genuine,,train,,",
         "img/good_0.jpg,fake,,train,,",
     ]
@@ -89,7 +92,7 @@ def _files(items: list[dict]) -> set[str]:
 def test_every_planted_problem_is_found(planted: Path) -> None:
     report = validate_dataset(planted)
     data = report.to_dict()
-    assert data["summary"]["photos"] == 19  # 21 rows, 2 refused by the manifest
+    assert data["summary"]["photos"] == 21  # 23 rows, 2 refused by the manifest
     unreadable = {Path(u["file"]).name: u["code"] for u in report.unreadable}
     assert unreadable == {
         "truncated.jpg": "corrupt_image",
@@ -115,8 +118,10 @@ def test_every_planted_problem_is_found(planted: Path) -> None:
     assert item["item_id"] == "bagA"
     assert _files(report.skipped_files) == {"unlisted.jpg"}
     problems = {p["line"]: p["reason"] for p in report.manifest_problems}
-    assert "not found" in problems[21] and "unknown label 'fake'" in problems[22]
-    assert report.readable == 16 and not report.clean
+    assert "not found" in problems[23] and "unknown label 'fake'" in problems[24]
+    assert report.readable == 18 and not report.clean
+    # Distinct item ids outrank the hash (as in the split): counted, not clustered.
+    assert report.duplicate_pairs_between_items == 1 and report.duplicate_pairs == 1
     assert data["balance"]["split"]["train"]["counterfeit"] >= 1
 
 
@@ -130,7 +135,7 @@ def test_cli_writes_report_and_strict_fails_on_leaks(planted: Path, tmp_path: Pa
         "notes.jpg",
         "Duplicates across splits",
         "bagA",
-        "line 21",
+        "line 23",
         "not clean",
     ):
         assert needle in result.output
