@@ -23,7 +23,6 @@ import io
 import itertools
 import math
 import shutil
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -115,8 +114,8 @@ class TellSpec:
 
     @property
     def strength(self) -> float:
-        """Magnitude of the change, 0.12 (barely) .. 1 (obvious)."""
-        return 0.12 + 0.88 * (1.0 - self.subtlety)
+        """Magnitude of the change, 0.2 (only at full resolution, if at all) .. 1 (obvious)."""
+        return 0.2 + 0.8 * (1.0 - self.subtlety)
 
 
 @dataclass(frozen=True)
@@ -315,26 +314,31 @@ def _text_mask(
     Drawn at 3x and reduced, so ``tracking`` (extra pixels between letters) can be fractional.
     """
     ss = 3
-    font = _font(px * ss, bitmap)
-    lengths = [float(font.getlength(ch)) for ch in text]
-    width = int(sum(lengths) + max(0.0, tracking) * ss * len(text) + px * ss * 2)
-    height = int(px * ss * 2)
-    img = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(img)
-    x = float(px * ss * 0.5)
-    for ch, length in zip(text, lengths, strict=True):
-        draw.text((x, px * ss * 0.3), ch, fill=255, font=font, stroke_width=stroke * ss, stroke_fill=255)
-        x += length + tracking * ss
-    if bitmap:  # the bitmap font has one size: scale its ink to the requested cap height
+    if bitmap:
+        # Pillow's bitmap font has one size: draw it natively (tracking is ignored, the other
+        # font is the tell) and scale its ink to the cap height the outline font would have.
+        font = _font(px, bitmap)
+        left, top, right, bottom = (int(v) for v in font.getbbox(text))
+        img = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+        ImageDraw.Draw(img).text((2 - left, 2 - top), text, fill=255, font=font)
         arr = np.asarray(img)
         ys, xs = np.nonzero(arr)
         arr = arr[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-        cap = px * 0.72 * ss
-        factor = cap / arr.shape[0]
+        factor = px * 0.72 * ss / arr.shape[0]
         img = Image.fromarray(arr).resize(
             (max(1, round(arr.shape[1] * factor)), max(1, round(arr.shape[0] * factor))),
             Image.Resampling.NEAREST,
         )
+    else:
+        font = _font(px * ss)
+        lengths = [float(font.getlength(ch)) for ch in text]
+        width = int(sum(lengths) + max(0.0, tracking) * ss * len(text) + px * ss * 2)
+        img = Image.new("L", (width, int(px * ss * 2)), 0)
+        draw = ImageDraw.Draw(img)
+        x = float(px * ss * 0.5)
+        for ch, length in zip(text, lengths, strict=True):
+            draw.text((x, px * ss * 0.3), ch, fill=255, font=font, stroke_width=stroke * ss, stroke_fill=255)
+            x += length + tracking * ss
     arr = np.asarray(img, dtype=np.float32) / 255.0
     out_w = max(1, round(arr.shape[1] / ss * hscale))
     out_h = max(1, round(arr.shape[0] / ss))
@@ -434,8 +438,15 @@ def _rect_mask(h: int, w: int, rect: Rect, radius: float = 0.0) -> np.ndarray:
     return mask.astype(np.float32) / 255.0
 
 
-def _metal(h: int, w: int, colour: Colour, rng: np.random.Generator, dull: float = 0.0) -> np.ndarray:
-    """Brushed, specular metal ``(h, w, 3)``; ``dull`` 0..1 flattens, greys and pits it."""
+def _metal(
+    h: int,
+    w: int,
+    colour: Colour,
+    rng: np.random.Generator,
+    dull: float = 0.0,
+    pits: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Brushed, specular metal ``(h, w, 3)``; ``dull`` 0..1 flattens, greys and pits it (``pits`` draws where)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u, v = xx / max(w, 1), yy / max(h, 1)
     phase = float(rng.uniform(0, 2 * math.pi))
@@ -448,10 +459,11 @@ def _metal(h: int, w: int, colour: Colour, rng: np.random.Generator, dull: float
     base = base * (1 - 0.55 * dull) + grey * 0.55 * dull
     out = base * shade[..., None] * (1.0 - 0.18 * dull) + (0.9 * (1 - 0.85 * dull) * spec)[..., None]
     if dull > 0:
-        n = int(6 + 60 * dull * (h * w) / 900.0)
+        pits = pits or rng
+        n = int(3 + 50 * dull * dull * (h * w) / 900.0)  # subtle: a few fine pits; obvious: pitted
         for _ in range(n):
-            cx, cy = rng.uniform(0, w), rng.uniform(0, h)
-            rad = float(rng.uniform(0.4, 0.8 + 1.2 * dull))
+            cx, cy = pits.uniform(0, w), pits.uniform(0, h)
+            rad = float(pits.uniform(0.4, 0.6 + 1.2 * dull))
             cv2.circle(
                 out,
                 (round(cx * 4), round(cy * 4)),
@@ -755,6 +767,9 @@ def render_flat(spec: ItemSpec, width: int, active: frozenset[str] | None = None
         stroke = 1 if s > 0.55 and trng.random() < 0.5 else 0
         bitmap = bool(s > 0.8 and trng.random() < 0.5)
         mask = _text_mask(text, px, round(tracking, 2), stroke, round(hscale, 3), bitmap)
+        limit = round(1.25 * genuine_mask.shape[1])
+        if mask.shape[1] > limit:  # a fake plate still holds its lettering
+            mask = cv2.resize(mask, (limit, mask.shape[0]), interpolation=cv2.INTER_AREA)
     gh, gw = genuine_mask.shape
     plate: Rect = (
         lcx - gw / 2 - 0.5 * px,
@@ -803,12 +818,12 @@ def render_flat(spec: ItemSpec, width: int, active: frozenset[str] | None = None
             cv2.rectangle(m, (round(pw * 0.9), round(ph * 0.7)), (round(pw * 3.1), round(ph * 3.3)), 0, -1)
             cv2.rectangle(m, (round(pw * 1.4), round(ph * 1.85)), (pw * 4 - 1, round(ph * 2.15)), 255, -1)
         pmask = cv2.resize(m, (pw, ph), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        dull, prng = 0.0, np.random.default_rng([spec.seed, 5, spec.index, k])
-        if k == dull_piece:
+        dull, pits = 0.0, None
+        if k == dull_piece:  # same brushing and highlight as the genuine piece, then dulled and pitted
             t = tells["hardware_finish"]
-            dull, prng = t.strength, _tell_rng(spec.seed, spec.index, t.name)
+            dull, pits = t.strength, _tell_rng(spec.seed, spec.index, t.name)
             regions[t.name] = _pad((x0, y0, x0 + pw, y0 + ph), 2)
-        metal = _metal(ph, pw, brand.metal, prng, dull)
+        metal = _metal(ph, pw, brand.metal, np.random.default_rng([spec.seed, 5, spec.index, k]), dull, pits)
         if hkind == "snap":  # a groove ring on the cap
             ring = np.zeros((ph * 4, pw * 4), np.uint8)
             cv2.circle(ring, (pw * 2, ph * 2), round(pw * 1.2), 255, max(1, round(pw * 0.18)), cv2.LINE_AA)
@@ -1002,8 +1017,12 @@ def _box(hm: np.ndarray, r: Rect, pad: float, size: int) -> tuple[float, float, 
     pts = _warp_rect(hm, r)
     x0, y0 = pts.min(0) - pad
     x1, y1 = pts.max(0) + pad
-    clip = lambda v: float(min(max(round(float(v)), 0), size))  # noqa: E731
-    return clip(x0), clip(y0), clip(x1), clip(y1)
+
+    def clip(v: float) -> float:
+        return float(min(max(v, 0), size))
+
+    # Outward to whole pixels: the box always holds every pixel the region touches.
+    return clip(math.floor(x0)), clip(math.floor(y0)), clip(math.ceil(x1)), clip(math.ceil(y1))
 
 
 @dataclass(frozen=True)
@@ -1025,9 +1044,11 @@ def render_photo(
     hm = _homography(photo, fw, fh, size, item.category)
     scale = _product_width(photo, item.category) * size / fw
     src = flat.rgba
+    prefilter = 0.0
     if scale < 0.8:  # optical low-pass before minifying (no aliasing of stitches and prints)
         sigma = 0.45 * math.sqrt(max(1.0 / scale**2 - 1.0, 0.0))
         src = cv2.GaussianBlur(src, (0, 0), sigma)
+        prefilter = 3.0 * sigma * scale  # its reach, in photo pixels
     warped = cv2.warpPerspective(src, hm, (size, size), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
     # Everything below works on (size, size, 3) float32 in 0..255.
     fg = warped[..., :3].astype(np.float32)
@@ -1066,7 +1087,7 @@ def render_photo(
         img += cv2.resize(blob, (size, size), interpolation=cv2.INTER_LINEAR)[..., None]
 
     # Optics, then the sensor: blur (or motion blur), signal-dependent noise, quantisation.
-    pad = 1.5
+    pad = 1.5 + prefilter
     if photo.blur_sigma > 0.25:
         sigma = photo.blur_sigma * size / 384
         img = cv2.GaussianBlur(img, (0, 0), sigma)
@@ -1305,15 +1326,125 @@ def contact_sheet(
     return path
 
 
-def measure_speed(n: int = 200, seed: int = 0, size: int = 384) -> float:
-    """Photos per second rendered and JPEG-encoded in this process (one core, no disk)."""
-    cv2.setNumThreads(1)
-    plan = plan_items(n, seed)
-    start = time.perf_counter()
-    for index, (item, _) in enumerate(plan):
-        photo = synth_photo(seed, index, item, size)
-        encode_jpeg(photo.pixels, photo.photo.jpeg_quality)
-    return n / (time.perf_counter() - start)
+def _tell_examples(seed: int, size: int, limit: int) -> list[tuple[int, ItemSpec, PhotoSpec]]:
+    out = []
+    for index, (item, _) in enumerate(plan_items(limit, seed)):
+        spec = item_spec(seed, item)
+        if spec.tells:
+            out.append((index, spec, photo_spec(seed, index)))
+    return out
+
+
+def tell_visibility(*, seed: int = 0, n: int = 300, size: int = 384, model_size: int = 224) -> list[dict]:
+    """How much each tell changes a photo at full size and at the model's input size.
+
+    For every tell of the counterfeit photos among the first ``n``, the photo is rendered with
+    and without it (before JPEG); the change is the 99th percentile over the box's pixels of the
+    largest per-channel difference, in grey levels, at ``size`` and after the model's resize to
+    ``model_size`` (:func:`model.imaging.resize_for_model`).
+
+    Returns:
+        One dict per tell: ``flag``, ``subtlety``, ``change_full``, ``change_model``.
+    """
+    from model.imaging import resize_for_model
+
+    rows = []
+    scale = model_size / size
+    for _, spec, photo in _tell_examples(seed, size, n):
+        full = render_photo(spec, photo, size)
+        names = frozenset(t.name for t in spec.tells)
+        boxes = {b.name: b for b in full.boxes}
+        small_full, _ = resize_for_model(full.pixels, (model_size, model_size))
+        for t in spec.tells:
+            without = render_photo(spec, photo, size, names - {t.name}).pixels
+            small_without, _ = resize_for_model(without, (model_size, model_size))
+            b = boxes[t.name]
+            changes = []
+            for a, c, f in ((full.pixels, without, 1.0), (small_full, small_without, scale)):
+                x0, y0 = int(b.x0 * f), int(b.y0 * f)
+                x1, y1 = max(x0 + 1, math.ceil(b.x1 * f)), max(y0 + 1, math.ceil(b.y1 * f))
+                d = np.abs(a[y0:y1, x0:x1].astype(np.int16) - c[y0:y1, x0:x1].astype(np.int16)).max(axis=2)
+                changes.append(float(np.percentile(d, 99)))
+            rows.append(
+                {
+                    "flag": t.name,
+                    "subtlety": t.subtlety,
+                    "change_full": changes[0],
+                    "change_model": changes[1],
+                }
+            )
+    return rows
+
+
+def tell_closeups(
+    path: str | Path, *, seed: int = 0, size: int = 384, model_size: int = 224, tile: int = 120
+) -> Path:
+    """A figure with, for each flag, an obvious and a subtle example of the tell, close up.
+
+    Each example shows the box region without the tell, with it at ``size``, and with it as the
+    model sees it at ``model_size`` (resized back up, nearest neighbour).
+
+    Returns:
+        The PNG written.
+    """
+    from model.imaging import resize_for_model
+
+    examples = _tell_examples(seed, size, 3000)
+    label_w, caption = 150, 16
+    sheet = Image.new(
+        "RGB", (label_w + 6 * tile + 10, caption + len(FLAG_NAMES) * (tile + 6)), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=12)
+    heads = ("without", f"with, {size} px", f"with, {model_size} px")
+    for k, head in enumerate(heads * 2):
+        draw.text((label_w + k * tile + (10 if k >= 3 else 0) + 4, 2), head, fill=(40, 40, 40), font=font)
+    for row, flag in enumerate(FLAG_NAMES):
+        y = caption + row * (tile + 6)
+        chosen = []
+        for lo, hi in ((0.0, 0.3), (0.75, 1.0)):
+            found = next(
+                (
+                    (i, s, p)
+                    for i, s, p in examples
+                    for t in s.tells
+                    if t.name == flag and lo <= t.subtlety <= hi
+                ),
+                None,
+            )
+            if found is not None:
+                chosen.append(found)
+        draw.text((4, y + tile // 2 - 14), flag, fill=(0, 0, 0), font=font)
+        for col, (_, spec, photo) in enumerate(chosen):
+            tell = next(t for t in spec.tells if t.name == flag)
+            names = frozenset(t.name for t in spec.tells)
+            full = render_photo(spec, photo, size)
+            without = render_photo(spec, photo, size, names - {flag}).pixels
+            small, _ = resize_for_model(full.pixels, (model_size, model_size))
+            b = next(b for b in full.boxes if b.name == flag)
+            cx, cy = (b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2
+            r = max(b.x1 - b.x0, b.y1 - b.y0) / 2 + 4
+            crop = (max(0, cx - r), max(0, cy - r), min(size, cx + r), min(size, cy + r))
+            f = model_size / size
+            tiles = [
+                Image.fromarray(without).crop(crop).resize((tile, tile), Image.Resampling.LANCZOS),
+                Image.fromarray(full.pixels).crop(crop).resize((tile, tile), Image.Resampling.LANCZOS),
+                Image.fromarray(small)
+                .crop(tuple(v * f for v in crop))
+                .resize((tile, tile), Image.Resampling.NEAREST),
+            ]
+            for k, img in enumerate(tiles):
+                sheet.paste(img, (label_w + (col * 3 + k) * tile + col * 10, y))
+            draw.text(
+                (4, y + tile // 2 + 2 + 14 * col),
+                f"subtlety {tell.subtlety:.2f}",
+                fill=(90, 90, 90),
+                font=font,
+            )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, optimize=True)
+    return path
 
 
 __all__ = [
@@ -1327,4 +1458,6 @@ __all__ = [
     "render_flat",
     "render_photo",
     "synth_photo",
+    "tell_closeups",
+    "tell_visibility",
 ]
