@@ -178,7 +178,7 @@ class FlagHit:
 
 
 def raised_flags(
-    flag_probs: Sequence[Sequence[float]],
+    flag_probs: np.ndarray | Sequence[Sequence[float]],
     usable: Sequence[bool],
     decision: Decision,
     flags: Sequence[str],

@@ -9,6 +9,7 @@ stays fast; none of these commands imports torch.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -65,7 +66,7 @@ def serve(
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_s,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
         lifespan="on",
         server_header=False,
     )
@@ -246,6 +247,9 @@ def bench(
     seconds: Annotated[float, typer.Option(min=1, help="Duration of each load run.")] = 15.0,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Concurrent clients in load runs.")] = 4,
     skip_load: Annotated[bool, typer.Option("--skip-load", help="Only decode and model timings.")] = False,
+    int8_model: Annotated[
+        Path | None, typer.Option("--int8-model", help="An INT8 graph to time when the bundle has none.")
+    ] = None,
 ) -> None:
     """Measure decoding (full vs draft), model time (fp32, INT8) and HTTP load on this machine.
 
@@ -255,7 +259,9 @@ def bench(
     from serving.bench import run_bench
 
     with user_errors(BundleError):
-        report = run_bench(bundle, seconds=seconds, concurrency=concurrency, load=not skip_load)
+        report = run_bench(
+            bundle, seconds=seconds, concurrency=concurrency, load=not skip_load, int8_path=int8_model
+        )
     if out is not None:
         out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {out}", file=sys.stderr)

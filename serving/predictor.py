@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -34,6 +35,18 @@ from serving.schemas import Box, Explanation, FlaggedFeature, ImageResult, ItemR
 log = logging.getLogger(__name__)
 
 OVERLAY_MAX_SIDE = 512
+_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(ort.capi.onnxruntime_pybind11_state, name)
+    for name in (
+        "Fail",
+        "InvalidGraph",
+        "InvalidProtobuf",
+        "NoSuchFile",
+        "RuntimeException",
+        "InvalidArgument",
+    )
+    if hasattr(ort.capi.onnxruntime_pybind11_state, name)
+)
 _TITLES = {f.name: f.title for f in FLAGS}
 # Overlay colour ramp: (position, R, G, B, alpha 0..255); low evidence stays transparent.
 _RAMP = np.array(
@@ -122,15 +135,12 @@ class Predictor:
         )
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], **kwargs: object) -> Predictor:
+    def load(cls, directory: str | Path, **kwargs: object) -> Predictor:
         """Load and verify a bundle, then open its session (raises :class:`BundleError`)."""
         bundle = load_bundle(directory)
         try:
             return cls(bundle, **kwargs)  # type: ignore[arg-type]
-        except (
-            ort.capi.onnxruntime_pybind11_state.Fail,
-            ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-        ) as exc:
+        except _ORT_ERRORS as exc:
             raise BundleError(f"{bundle.path}: ONNX Runtime cannot load the model ({exc}).") from None
 
     def warmup(self) -> float:
@@ -262,7 +272,7 @@ class Predictor:
     ) -> list[FlaggedFeature]:
         decision = self.manifest.decision
         flags = self.manifest.flags
-        hits = raised_flags([r.flag_probs for r in raws], usable, decision, flags)
+        hits = raised_flags(np.stack([r.flag_probs for r in raws]), usable, decision, flags)
         out = []
         for hit in hits:
             f = flags.index(hit.name)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from factories import jpeg_bytes
+from PIL import Image
 
 from model.imaging import Geometry, ImageTooLargeError
 from serving.predictor import Predictor, evidence_overlay
@@ -38,8 +40,10 @@ def test_boxes_are_in_original_pixels(predictor: Predictor) -> None:
 
 
 def test_max_pixels_is_enforced(predictor: Predictor) -> None:
-    with pytest.raises(ImageTooLargeError):
-        predictor.prepare(jpeg_bytes(4000, 3000))
+    buf = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (90, 90, 90)).save(buf, "JPEG")  # 12 MP > the fixture's 10 MP
+    with pytest.raises(ImageTooLargeError, match=r"12\.0 MP"):
+        predictor.prepare(buf.getvalue())
 
 
 def test_overlay_follows_the_map_and_crops_letterbox() -> None:
