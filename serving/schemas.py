@@ -6,7 +6,7 @@ verdicts are decided on the unrounded values.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,10 +28,10 @@ class ModelRef(_Public):
 class Box(_Public):
     """A rectangle in the original photo's pixels (EXIF orientation applied), ``x1``/``y1`` exclusive."""
 
-    x0: int
-    y0: int
-    x1: int
-    y1: int
+    x0: int = Field(description="Left edge.")
+    y0: int = Field(description="Top edge.")
+    x1: int = Field(description="Right edge (exclusive).")
+    y1: int = Field(description="Bottom edge (exclusive).")
 
 
 class FlaggedFeature(_Public):
@@ -93,10 +93,10 @@ class ImageResult(_Public):
 class Receipt(_Public):
     """Evidence receipt: an Ed25519 signature over the RFC 8785 canonical JSON of ``payload``."""
 
-    payload: dict = Field(
+    payload: dict[str, Any] = Field(
         description="What is attested: receipt version, issue time, request id, model, input SHA-256s, verdict, scores, reasons, flags."
     )
-    algorithm: Literal["Ed25519"] = "Ed25519"
+    algorithm: Literal["Ed25519"] = Field(default="Ed25519", description="Signature algorithm.")
     key_id: str = Field(description="First 16 hex characters of the SHA-256 of the raw public key.")
     signature: str = Field(description="Base64 (standard alphabet) Ed25519 signature.")
 
@@ -131,11 +131,13 @@ class Timings(_Public):
 class ScoreResponse(_Public):
     """Answer of ``POST /v1/score``."""
 
-    request_id: str
-    model: ModelRef
-    item: ItemResult
-    images: list[ImageResult]
-    timings: Timings
+    request_id: str = Field(
+        description="Id of this request (also the X-Request-ID header); quote it in reports."
+    )
+    model: ModelRef = Field(description="The model that answered.")
+    item: ItemResult = Field(description="The item verdict, all usable photos combined.")
+    images: list[ImageResult] = Field(description="Each photo's own result, in request order.")
+    timings: Timings = Field(description="Where the time went.")
 
 
 class ErrorDetail(_Public):
@@ -146,8 +148,8 @@ class ErrorDetail(_Public):
 class ErrorResponse(_Public):
     """Every error answer has this shape; no stack traces."""
 
-    error: ErrorDetail
-    request_id: str | None = None
+    error: ErrorDetail = Field(description="What went wrong.")
+    request_id: str | None = Field(default=None, description="Id of the request (X-Request-ID).")
 
 
 class BatchImage(_Public):
@@ -163,34 +165,40 @@ class BatchImage(_Public):
 class BatchRequest(_Public):
     """JSON body of ``POST /v1/score/batch``."""
 
-    images: list[BatchImage] = Field(min_length=1, description="1 to max_batch_images images.")
+    images: list[BatchImage] = Field(min_length=1, description="1 to max_batch_images (64) images.")
 
 
 class BatchImageResult(_Public):
     """One image of a batch: a result, or an error for this image only."""
 
-    id: str
-    item_id: str | None = None
-    status: Literal["ok", "error"]
-    result: ImageResult | None = None
-    error: ErrorDetail | None = None
+    id: str = Field(description="The client id sent with the image.")
+    item_id: str | None = Field(default=None, description="The item id sent with the image, if any.")
+    status: Literal["ok", "error"] = Field(description="ok: `result` is set; error: `error` is set.")
+    result: ImageResult | None = Field(
+        default=None, description="The image's result (index = position in the call)."
+    )
+    error: ErrorDetail | None = Field(default=None, description="Why this image could not be scored.")
 
 
 class BatchItemResult(_Public):
     """One item of a batch: the images sharing an ``item_id``, or a single image without one."""
 
-    item_id: str | None
-    image_ids: list[str] = Field(description="Client ids of the item's images, in request order.")
-    status: Literal["ok", "error"]
-    result: ItemResult | None = None
-    error: ErrorDetail | None = None
+    item_id: str | None = Field(description="The shared item id; null for an image sent without one.")
+    image_ids: list[str] = Field(
+        description="Client ids of the item's scored images, in request order; indices in `result` refer to this list."
+    )
+    status: Literal["ok", "error"] = Field(
+        description="error when none of the item's images could be scored."
+    )
+    result: ItemResult | None = Field(default=None, description="The item verdict with its receipt.")
+    error: ErrorDetail | None = Field(default=None, description="Why the item could not be judged.")
 
 
 class BatchResponse(_Public):
     """Answer of ``POST /v1/score/batch``."""
 
-    request_id: str
-    model: ModelRef
-    results: list[BatchImageResult]
-    items: list[BatchItemResult]
-    timings: Timings
+    request_id: str = Field(description="Id of this request (also the X-Request-ID header).")
+    model: ModelRef = Field(description="The model that answered.")
+    results: list[BatchImageResult] = Field(description="One entry per image, in request order.")
+    items: list[BatchItemResult] = Field(description="One entry per item (shared item_id, or a lone image).")
+    timings: Timings = Field(description="Where the time went.")

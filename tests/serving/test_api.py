@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ADMIN_KEY, API_KEY, AUTHLENS, ROOT, Server
 from factories import jpeg_bytes
 from PIL import Image
+from serverutil import ADMIN_KEY, API_KEY, AUTHLENS, ROOT, Server
 
 from model.bundle import load_bundle
 
@@ -285,8 +285,24 @@ def test_ops_endpoints(server: Server) -> None:
         "authlens_model_info{",
     ):
         assert name in metrics, name
-    props = docs["components"]["schemas"]["ItemResult"]["properties"]
-    assert all(p.get("description") for p in props.values())
+    schemas = docs["components"]["schemas"]
+    for model in (
+        "ScoreResponse",
+        "ItemResult",
+        "ImageResult",
+        "FlaggedFeature",
+        "Box",
+        "Receipt",
+        "BatchResponse",
+        "BatchImageResult",
+        "BatchItemResult",
+        "ErrorResponse",
+        "ErrorDetail",
+        "Timings",
+        "ModelRef",
+    ):
+        undocumented = [k for k, p in schemas[model]["properties"].items() if not p.get("description")]
+        assert not undocumented, (model, undocumented)
     assert "multipart/form-data" in docs["paths"]["/v1/score/batch"]["post"]["requestBody"]["content"]
 
 

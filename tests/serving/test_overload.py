@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import Server, copy_bundle, start_server, stop_server
 from PIL import Image
+from serverutil import Server, copy_bundle, start_server, stop_server
 
 
 def _png(width: int, height: int, seed: int) -> bytes:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Server, copy_bundle, start_server, stop_server
+from serverutil import Server, copy_bundle, start_server, stop_server
 
 CHROMIUM = os.environ.get("AUTHLENS_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ADMIN_KEY, API_KEY, Server, copy_bundle, sha, start_server, stop_server
 from factories import jpeg_bytes, tiny_bundle
+from serverutil import ADMIN_KEY, API_KEY, Server, copy_bundle, sha, start_server, stop_server
 
 from model.bundle import load_bundle
 

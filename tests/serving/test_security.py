@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import AUTHLENS, ROOT, Server, sha
 from factories import jpeg_bytes
 from pydantic import ValidationError
+from serverutil import AUTHLENS, ROOT, Server, sha
 
 from serving.api.deps import key_matches
 from serving.core.config import Settings
