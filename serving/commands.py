@@ -52,10 +52,14 @@ def serve(
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
-    with user_errors(BundleError):
+    from serving.receipts import ReceiptError, load_private_key
+
+    with user_errors(BundleError, ReceiptError):
         b = load_bundle(settings.bundle)
         if settings.int8:
             b.onnx_path(int8=True)
+        if settings.receipt_key_file is not None:
+            load_private_key(settings.receipt_key_file)
     import uvicorn
 
     from serving.main import create_app
