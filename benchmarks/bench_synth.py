@@ -8,6 +8,8 @@ single-threaded and numpy has no threads for elementwise work, so one process us
 * ``synth_render``: render + JPEG-encode in memory (what ``--workers`` multiplies).
 * ``synth_generate``: ``authlens data synth`` end to end (files, manifest, contact sheet).
 * ``validate`` / ``split``: ``authlens data validate`` and ``split_records`` on a real set.
+* ``tell_visibility`` (``--visibility N``): per flag and subtlety third, the median change a tell
+  makes inside its box at full size and at the 224 px model input (not a speed figure).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def main() -> None:
 
     from training.data.manifest import load_manifest
     from training.data.split import split_records
-    from training.data.synth import encode_jpeg, generate, plan_items, synth_photo
+    from training.data.synth import encode_jpeg, generate, plan_items, synth_photo, tell_visibility
     from training.data.validate import validate_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="Best of this many render runs.")
     parser.add_argument("--sneakers", type=Path, default=None, help="A real dataset to validate and split.")
+    parser.add_argument("--visibility", type=int, default=0, help="Photos to measure tell visibility on.")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__}
@@ -98,6 +101,25 @@ def main() -> None:
             photos=len(records),
             seconds=round(time.perf_counter() - start, 2),
         )
+
+    if args.visibility:
+        import numpy as np
+
+        rows = tell_visibility(seed=args.seed, n=args.visibility, size=args.size)
+        groups: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for r in rows:
+            third = min(2, int(r["subtlety"] * 3))
+            groups.setdefault((r["flag"], third), []).append((r["change_full"], r["change_model"]))
+        for (flag, third), values in sorted(groups.items()):
+            v = np.array(values)
+            _line(
+                bench="tell_visibility",
+                flag=flag,
+                subtlety=["0-0.33", "0.33-0.67", "0.67-1"][third],
+                tells=len(v),
+                change_full=round(float(np.median(v[:, 0])), 1),
+                change_224=round(float(np.median(v[:, 1])), 1),
+            )
 
 
 if __name__ == "__main__":
