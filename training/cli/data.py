@@ -2,16 +2,20 @@
 
 Usage: ``authlens data synth --out datasets/synthetic --n 600 --seed 0``;
 ``authlens data validate ../shared/data/sneakers-nike --report validate.json``;
-``authlens data split datasets/synthetic --out datasets/synthetic/split.csv``
+``authlens data split datasets/synthetic --out runs/synthetic-split.csv``
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from model.cliutil import fail, user_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 data_app = typer.Typer(help="Synthesise, validate and split datasets.", no_args_is_help=True)
 
@@ -88,12 +92,10 @@ def validate(
         raise typer.Exit(1)
 
 
-def _print_validation(console: object, data: dict, report: Path | None) -> None:
+def _print_validation(console: Console, data: dict[str, Any], report: Path | None) -> None:
     """The readable summary: counts, balance tables, then every problem with its reason."""
-    from rich.console import Console
     from rich.table import Table
 
-    assert isinstance(console, Console)
     s = data["summary"]
     console.print(
         f"[bold]{data['source']}[/]: {s['photos']} photos, {s['readable']} readable, {s['unreadable']} unreadable, "
