@@ -8,16 +8,27 @@ Layout::
       model.int8.onnx  optional, statically quantized
       ood.npz          out-of-distribution reference statistics of the embedding
       MODEL_CARD.md    intended use, data, metrics, limits, licences
+      SHA256SUMS       ``sha256sum -c`` compatible list of every file, bundle.json included
 
 The bundle's identity (``bundle_sha256``, quoted in every API answer and receipt) is the SHA-256
 of ``bundle.json``'s bytes; since that file lists the checksums of all others, it pins them all.
-Loading verifies schema and checksums and refuses any mismatch, naming the file.
+Loading verifies schema and checksums and refuses any mismatch, naming the file:
+
+* ``bundle.json`` carries ``content_sha256``, the digest of its own canonical content, so a hand
+  edit (a threshold changed after export) is refused rather than served. This catches edits, not
+  a determined forger, who can recompute it: to pin one exact model, pass ``expected_sha256``.
+* Files in the directory that ``bundle.json`` does not list are never read; they are reported in
+  :attr:`Bundle.unlisted_files` (and refused with ``strict=True``).
+* Export writes into a temporary sibling directory and renames it into place, and ``bundle.json``
+  is written last, so an interrupted export never leaves a directory that verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,12 +40,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from model.flags import FLAG_NAMES, LABELS
 from model.imaging import ResizePolicy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 added ``content_sha256``, ``parity``, ``SHA256SUMS`` and optional export figures;
+version 1 bundles still load."""
+MIN_SCHEMA_VERSION = 1
 MANIFEST_NAME = "bundle.json"
 MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 OOD_FILE = "ood.npz"
 CARD_FILE = "MODEL_CARD.md"
+SUMS_FILE = "SHA256SUMS"
+
+log = logging.getLogger(__name__)
 
 # ONNX graph I/O names: the contract between export and serving.
 INPUT_NAME = "pixels"  # (B, H, W, 3) uint8 RGB
@@ -130,16 +147,68 @@ class Provenance(_Strict):
     authlens_version: str
     training_images: int = Field(ge=0)
     resolved_config: dict[str, Any] = Field(default_factory=dict)
+    checkpoint_sha256: str | None = Field(default=None, description="SHA-256 of the exported checkpoint.")
+    checkpoint_epoch: int | None = Field(
+        default=None, description="Training epoch the checkpoint was saved at."
+    )
+    opset: int | None = Field(default=None, description="ONNX opset of model.onnx.")
+    exporter: str | None = Field(default=None, description="torch.onnx exporter used, e.g. 'dynamo'.")
+    torch_version: str | None = None
+    onnxruntime_version: str | None = Field(default=None, description="ONNX Runtime that verified parity.")
+
+
+class ParityReport(_Strict):
+    """How closely ONNX Runtime reproduced torch at export (``model.onnx`` vs the checkpoint)."""
+
+    max_abs_diff: float = Field(ge=0, description="Largest |ORT - torch| over p_genuine and flag_probs.")
+    tolerance: float = Field(gt=0, description="The bound export enforced on max_abs_diff.")
+    images: int = Field(ge=1, description="Photos compared.")
+    image_source: str = Field(description="Where they came from (manifest and split, or 'generated').")
+    batch_sizes: tuple[int, ...] = Field(description="Batch sizes run through ORT (dynamic batch check).")
+    output_max_abs_diff: dict[str, float] = Field(
+        default_factory=dict, description="Largest |ORT - torch| of every output, for the record."
+    )
 
 
 class Int8Spec(_Strict):
-    """The statically quantized variant, when exported with ``--int8``."""
+    """The statically quantized variant, when exported with ``--int8``.
+
+    All figures come from one export run: fp32 and INT8 on the same photos and batches.
+    """
 
     file: str = INT8_FILE
     roc_auc_fp32: float
     roc_auc_int8: float
     speedup: float = Field(description="fp32 latency / int8 latency, measured in the same run at export.")
     calibration_images: int = Field(ge=1)
+    evaluation_images: int | None = Field(
+        default=None, ge=1, description="Labelled photos of the AUC figures."
+    )
+    evaluation_source: str | None = None
+    max_auc_drop: float | None = Field(default=None, ge=0, description="Largest AUC drop export accepts.")
+    auc_drop_allowed: bool = Field(
+        default=False,
+        description="True when the AUC dropped by more than max_auc_drop and export was forced.",
+    )
+    ece_fp32: float | None = None
+    ece_int8: float | None = None
+    max_abs_diff_p_genuine: float | None = Field(default=None, ge=0, description="Largest |int8 - fp32|.")
+    mean_abs_diff_p_genuine: float | None = Field(default=None, ge=0, description="Mean |int8 - fp32|.")
+    verdict_flips: int | None = Field(
+        default=None, ge=0, description="Evaluation photos whose verdict differs between fp32 and INT8."
+    )
+    ood_flips: int | None = Field(
+        default=None, ge=0, description="Photos whose out-of-distribution verdict differs from fp32."
+    )
+    latency_ms_fp32: float | None = Field(default=None, gt=0, description="Median per batch.")
+    latency_ms_int8: float | None = Field(default=None, gt=0, description="Median per batch.")
+    batch_size: int | None = Field(default=None, ge=1, description="Batch size of the latency figures.")
+    size_bytes_fp32: int | None = Field(default=None, ge=1)
+    size_bytes_int8: int | None = Field(default=None, ge=1)
+    quant_format: str | None = Field(default=None, description="QDQ or QOperator.")
+    per_channel: bool | None = None
+    calibration_method: str | None = None
+    excluded_nodes: tuple[str, ...] = Field(default=(), description="Nodes kept in float.")
 
 
 class BundleManifest(_Strict):
@@ -160,16 +229,24 @@ class BundleManifest(_Strict):
     metrics: dict[str, Any] = Field(default_factory=dict, description="Evaluation report summary.")
     provenance: Provenance
     int8: Int8Spec | None = None
+    parity: ParityReport | None = None
     files: dict[str, str] = Field(description="SHA-256 (hex) of every other file in the bundle.")
+    content_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of this manifest's canonical JSON without this field (see content_digest).",
+    )
 
     @field_validator("files")
     @classmethod
     def _hex(cls, v: dict[str, str]) -> dict[str, str]:
         for name, digest in v.items():
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            if not _is_sha256(digest):
                 raise ValueError(f"checksum of {name!r} is not a lowercase SHA-256 hex digest")
-            if "/" in name or "\\" in name or name.startswith("."):
-                raise ValueError(f"file name {name!r} must be a plain name inside the bundle")
+            if "/" in name or "\\" in name or name.startswith(".") or name in (MANIFEST_NAME, SUMS_FILE):
+                raise ValueError(
+                    f"file name {name!r} must be a plain name inside the bundle, other than "
+                    f"{MANIFEST_NAME} and {SUMS_FILE}"
+                )
         return v
 
     @model_validator(mode="after")
@@ -205,12 +282,21 @@ class OODStats:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle on disk."""
+    """A verified bundle on disk.
+
+    Attributes:
+        path: The bundle directory.
+        manifest: The parsed ``bundle.json``.
+        sha256: SHA-256 of ``bundle.json``'s bytes: the bundle's identity.
+        ood_stats: The out-of-distribution reference.
+        unlisted_files: Names in the directory that ``bundle.json`` does not list (never read).
+    """
 
     path: Path
     manifest: BundleManifest
     sha256: str
     ood_stats: OODStats
+    unlisted_files: tuple[str, ...] = ()
 
     @property
     def model_path(self) -> Path:
@@ -223,6 +309,31 @@ class Bundle:
                 raise BundleError(f"{self.path}: this bundle has no INT8 model; export it with --int8.")
             return self.path / self.manifest.int8.file
         return self.path / MODEL_FILE
+
+
+def _is_sha256(digest: object) -> bool:
+    return isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+
+
+def content_digest(data: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's canonical JSON (sorted keys, no spaces), ``content_sha256`` left out.
+
+    Args:
+        data: The manifest as JSON-compatible data (``model_dump(mode="json")`` or parsed JSON).
+    """
+    body = {k: v for k, v in data.items() if k != "content_sha256"}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
 
 
 def sha256_file(path: Path) -> str:
@@ -263,13 +374,19 @@ def write_bundle(
     *,
     manifest_fields: dict[str, Any],
     extra_files: tuple[str, ...] = (),
+    strict: bool = True,
 ) -> Bundle:
     """Checksum the files already written into ``directory`` and write ``bundle.json`` last.
 
+    ``bundle.json`` gets its ``content_sha256``; then ``SHA256SUMS`` lists every file with
+    ``bundle.json``. Both are written atomically (temporary file + rename).
+
     Args:
         directory: Holds ``model.onnx``, ``ood.npz`` and any ``extra_files`` already.
-        manifest_fields: Every :class:`BundleManifest` field except ``files`` and ``schema_version``.
+        manifest_fields: Every :class:`BundleManifest` field except ``files``, ``schema_version``
+            and ``content_sha256``.
         extra_files: Further file names to checksum (``MODEL_CARD.md``, ``model.int8.onnx`` ...).
+        strict: Refuse, when loading it back, files the manifest does not list.
 
     Returns:
         The bundle, loaded back and verified.
@@ -280,27 +397,110 @@ def write_bundle(
         names.append(int8["file"] if isinstance(int8, dict) else int8.file)
     files = {name: sha256_file(directory / name) for name in dict.fromkeys(names)}
     manifest = BundleManifest.model_validate(
-        {**manifest_fields, "schema_version": SCHEMA_VERSION, "files": files}
+        {**manifest_fields, "schema_version": SCHEMA_VERSION, "files": files, "content_sha256": None}
     )
-    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    (directory / MANIFEST_NAME).write_text(text, encoding="utf-8")
-    return load_bundle(directory)
+    data = manifest.model_dump(mode="json")
+    try:
+        data["content_sha256"] = content_digest(data)
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError as exc:  # NaN or infinity somewhere, e.g. an undefined metric
+        raise BundleError(f"{MANIFEST_NAME}: values must be finite JSON numbers ({exc}).") from None
+    raw = text.encode("utf-8")
+    _write_atomic(directory / MANIFEST_NAME, raw)
+    sums = {MANIFEST_NAME: hashlib.sha256(raw).hexdigest(), **files}
+    _write_atomic(
+        directory / SUMS_FILE, "".join(f"{d}  {n}\n" for n, d in sorted(sums.items())).encode("utf-8")
+    )
+    return load_bundle(directory, strict=strict)
 
 
-def load_bundle(directory: str | Path) -> Bundle:
+def rewrite_manifest(directory: str | Path, changes: dict[str, Any]) -> Bundle:
+    """Change fields of a verified bundle's ``bundle.json`` and re-seal it (new identity).
+
+    For deliberate changes that need no re-export (for example decision thresholds re-fitted on
+    new validation data). Nested mappings merge key by key; the result is validated like any
+    manifest and ``content_sha256`` and ``SHA256SUMS`` are recomputed.
+
+    Args:
+        directory: A bundle that verifies as it is.
+        changes: Fields to set, e.g. ``{"decision": {"counterfeit_threshold": 0.7}}``.
+
+    Returns:
+        The re-sealed bundle, loaded back and verified.
+
+    Raises:
+        BundleError: the bundle does not verify, or the changed manifest violates the schema.
+    """
+    bundle = load_bundle(directory)
+
+    def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for key, value in update.items():
+            out[key] = (
+                merge(out[key], value)
+                if isinstance(value, dict) and isinstance(out.get(key), dict)
+                else value
+            )
+        return out
+
+    data = merge(bundle.manifest.model_dump(mode="json"), changes)
+    files = data.pop("files")
+    for key in ("schema_version", "content_sha256"):
+        data.pop(key, None)
+    try:
+        BundleManifest.model_validate({**data, "schema_version": SCHEMA_VERSION, "files": files})
+    except ValidationError as exc:
+        raise BundleError(f"{bundle.path / MANIFEST_NAME}: the changes break the schema: {exc}") from None
+    extra = tuple(n for n in files if n not in (MODEL_FILE, bundle.manifest.ood.file))
+    return write_bundle(bundle.path, manifest_fields=data, extra_files=extra, strict=False)
+
+
+def _read_sums(path: Path) -> dict[str, str]:
+    """Parse a ``sha256sum`` listing (``DIGEST  NAME`` or ``DIGEST *NAME`` per line)."""
+    sums: dict[str, str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not readable ({exc}).") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        digest, _, name = line.partition(" ")
+        name = name[1:] if name[:1] in (" ", "*") else name
+        if not _is_sha256(digest) or not name:
+            raise BundleError(f"{path}: line {number} is not 'SHA256  NAME': {line[:80]!r}.")
+        sums[name] = digest
+    return sums
+
+
+def load_bundle(directory: str | Path, *, strict: bool = False, expected_sha256: str | None = None) -> Bundle:
     """Load and verify a bundle.
+
+    Args:
+        directory: The bundle directory.
+        strict: Also refuse files in the directory that ``bundle.json`` does not list.
+        expected_sha256: When given, refuse any bundle whose identity (SHA-256 of ``bundle.json``)
+            differs: pins one exact model.
 
     Raises:
         BundleError: missing directory or file, unreadable JSON, a schema version this code does
-            not know, a schema violation, or a checksum mismatch; the message names the file.
+            not know, a schema violation, an edited ``bundle.json``, a checksum mismatch, or (with
+            ``strict``) unlisted files; the message names the file and the mismatch.
     """
     path = Path(directory)
     manifest_path = path / MANIFEST_NAME
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a directory; a bundle is a directory written by authlens export.")
     if not manifest_path.is_file():
         raise BundleError(
             f"{manifest_path}: not found; a bundle directory holds {MANIFEST_NAME} and the model."
         )
     raw = manifest_path.read_bytes()
+    sha256 = hashlib.sha256(raw).hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise BundleError(
+            f"{manifest_path}: bundle sha256 {sha256} is not the expected {expected_sha256.lower()}."
+        )
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -308,15 +508,18 @@ def load_bundle(directory: str | Path) -> Bundle:
     if not isinstance(data, dict):
         raise BundleError(f"{manifest_path}: expected a JSON object.")
     version = data.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise BundleError(f"{manifest_path}: schema_version is missing or not an integer.")
     if version > SCHEMA_VERSION:
         raise BundleError(
             f"{manifest_path}: schema_version {version} is newer than this authlens supports "
             f"({SCHEMA_VERSION}); upgrade authlens to serve this bundle."
         )
-    if version < 1:
-        raise BundleError(f"{manifest_path}: schema_version {version} is not valid.")
+    if version < MIN_SCHEMA_VERSION:
+        raise BundleError(
+            f"{manifest_path}: schema_version {version} is not valid "
+            f"(supported: {MIN_SCHEMA_VERSION} to {SCHEMA_VERSION})."
+        )
     try:
         manifest = BundleManifest.model_validate(data)
     except ValidationError as exc:
@@ -324,6 +527,16 @@ def load_bundle(directory: str | Path) -> Bundle:
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
         )
         raise BundleError(f"{manifest_path}: does not match the bundle schema: {problems}") from None
+    if version >= 2:
+        recorded = data.get("content_sha256")
+        if recorded is None:
+            raise BundleError(f"{manifest_path}: content_sha256 is missing (required from schema_version 2).")
+        actual_content = content_digest(data)
+        if recorded != actual_content:
+            raise BundleError(
+                f"{manifest_path}: content does not match its content_sha256 (recorded {recorded}, "
+                f"found {actual_content}): the file was edited after export. Re-export the bundle."
+            )
     for name, expected in manifest.files.items():
         file = path / name
         if not file.is_file():
@@ -331,8 +544,32 @@ def load_bundle(directory: str | Path) -> Bundle:
         actual = sha256_file(file)
         if actual != expected:
             raise BundleError(f"{file}: checksum mismatch (expected sha256 {expected}, found {actual}).")
+    sums_path = path / SUMS_FILE
+    if sums_path.is_file():
+        expected_sums = {MANIFEST_NAME: sha256, **manifest.files}
+        for name, digest in _read_sums(sums_path).items():
+            if name not in expected_sums:
+                raise BundleError(f"{sums_path}: lists {name!r}, which {MANIFEST_NAME} does not.")
+            if digest != expected_sums[name]:
+                raise BundleError(
+                    f"{sums_path}: sha256 of {name} is {expected_sums[name]}, the listing says {digest}."
+                )
+    elif version >= 2:
+        raise BundleError(f"{sums_path}: missing (required from schema_version 2).")
+    known = {MANIFEST_NAME, SUMS_FILE, *manifest.files}
+    unlisted = tuple(sorted(p.name for p in path.iterdir() if p.name not in known))
+    if unlisted:
+        if strict:
+            raise BundleError(
+                f"{path}: holds files {MANIFEST_NAME} does not list: {', '.join(unlisted)}; "
+                "remove them or re-export into an empty directory."
+            )
+        log.warning(
+            "bundle_unlisted_files",
+            extra={"fields": {"path": str(path), "files": list(unlisted), "note": "never read"}},
+        )
     ood = _load_ood(path / manifest.ood.file, manifest.embedding_dim)
-    return Bundle(path=path, manifest=manifest, sha256=hashlib.sha256(raw).hexdigest(), ood_stats=ood)
+    return Bundle(path=path, manifest=manifest, sha256=sha256, ood_stats=ood, unlisted_files=unlisted)
 
 
 def utc_now() -> datetime:
