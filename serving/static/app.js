@@ -112,7 +112,8 @@ function renderResult(body) {
   $("verdict-text").textContent = item.verdict.toUpperCase();
   $("verdict-explain").textContent = VERDICT_TEXT[item.verdict];
   $("auth-meter").value = item.authenticity_score;
-  $("auth-score").textContent = pct(item.authenticity_score);
+  const noUsable = item.inconclusive_reasons.includes("no_usable_image");
+  $("auth-score").textContent = pct(item.authenticity_score) + (noUsable ? " (from unusable photos only: do not rely on it)" : "");
   $("cf-score").textContent = pct(item.counterfeit_probability);
   if (state.model) {
     const d = state.model.decision;
