@@ -17,10 +17,9 @@ RUN useradd --create-home --uid 10001 authlens
 COPY --from=build /opt/authlens /opt/authlens
 ENV PATH=/opt/authlens/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    AUTHLENS_BUNDLE=/models/current \
     AUTHLENS_LOG_FORMAT=json
 USER authlens
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
 # Listening on all interfaces inside the container requires API keys (or --allow-insecure).
-CMD ["authlens", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["authlens", "serve", "--bundle", "/models/current", "--host", "0.0.0.0", "--port", "8000"]
