@@ -749,6 +749,11 @@ def export_bundle(
         raise ExportError(
             "INT8 needs real photos: labelled held-out photos and training photos to calibrate on."
         )
+    if options.int8 and images is not None and len(np.unique(images.evaluation.labels)) < 2:
+        raise ExportError(
+            f"INT8 needs genuine and counterfeit held-out photos to compare ROC-AUC; {images.evaluation.source} "
+            "has one class only."
+        )
     parity_set = images.evaluation if images is not None else generated_images(ckpt)
     if len(parity_set) > options.parity_images:
         parity_set = ImageSet(

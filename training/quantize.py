@@ -270,15 +270,16 @@ def quantize_int8(
     }
     with tempfile.TemporaryDirectory(prefix="authlens-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        # Shape inference and ORT's graph optimisations first, as ONNX Runtime recommends.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-        excluded = float_node_names(prepared) if settings.float_heads else ()
         act = QuantType.QInt8 if settings.activation_signed else QuantType.QUInt8
         # ORT's quantizer logs one INFO line per rescaled bias on the root logger.
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(max(level, logging.WARNING))
+        chatty = [logging.getLogger(), logging.getLogger("onnxruntime")]
+        levels = [lg.level for lg in chatty]
+        for lg in chatty:
+            lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
         try:
+            # Shape inference and ORT's graph optimisations first, as ONNX Runtime recommends.
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+            excluded = float_node_names(prepared) if settings.float_heads else ()
             quantize_static(
                 str(prepared),
                 str(out_path),
@@ -295,7 +296,8 @@ def quantize_int8(
         except (RuntimeError, ValueError, KeyError) as exc:
             raise QuantizationError(f"ONNX Runtime could not quantize {fp32_path.name}: {exc}") from None
         finally:
-            root.setLevel(level)
+            for lg, level in zip(chatty, levels, strict=True):
+                lg.setLevel(level)
     return QuantResult(
         path=out_path, excluded_nodes=excluded, calibration_images=len(calibration), settings=settings
     )

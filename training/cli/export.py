@@ -19,25 +19,25 @@ def export(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write (created atomically)."),
     int8: bool | None = typer.Option(
-        None, "--int8/--no-int8", help="Also write a statically quantized model.int8.onnx [default: config]."
+        None, "--int8/--no-int8", help="Also write a statically quantized model.int8.onnx (default: config)."
     ),
     images: Path | None = typer.Option(
         None,
         "--images",
-        help="Manifest or genuine/+counterfeit/ folder for parity and INT8 [default: the run's split manifest].",
+        help="Manifest or genuine/+counterfeit/ folder for parity and INT8 (default: the run's split manifest).",
     ),
-    name: str | None = typer.Option(None, help="Bundle name [default: the run name]."),
-    version: str | None = typer.Option(None, help="Bundle version [default: epoch<N>]."),
+    name: str | None = typer.Option(None, help="Bundle name (default: the run name)."),
+    version: str | None = typer.Option(None, help="Bundle version (default: epoch<N>)."),
     allow_auc_drop: bool = typer.Option(
         False,
         "--allow-auc-drop",
         help="Keep an INT8 model whose ROC-AUC dropped more than allowed (recorded).",
     ),
     max_auc_drop: float | None = typer.Option(
-        None, min=0.0, help="Largest INT8 ROC-AUC drop accepted [default: config export.max_auc_drop, 0.01]."
+        None, min=0.0, help="Largest INT8 ROC-AUC drop accepted (default: config export.max_auc_drop, 0.01)."
     ),
     parity_tolerance: float | None = typer.Option(
-        None, min=0.0, help="Largest |ORT - torch| of the probabilities [default: config, 1e-4]."
+        None, min=0.0, help="Largest |ORT - torch| of the probabilities (default: config, 1e-4)."
     ),
     opset: int | None = typer.Option(None, min=17, help="ONNX opset (the exporter's minimum is 18)."),
     eval_images: int = typer.Option(512, min=1, help="Held-out photos used at most for parity and INT8 AUC."),
