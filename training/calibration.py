@@ -11,7 +11,7 @@
 * Out of distribution: class-conditional Gaussians with a shared covariance of the training
   embeddings (Mahalanobis, Lee et al., 2018). 1280-d embeddings from ~1k photos give a singular
   sample covariance, so it is shrunk (Ledoit-Wolf) before inversion; the threshold is the
-  ``ood_quantile`` of the training photos' scores.
+  ``ood_quantile`` of the *validation* photos' scores (see :func:`fit_ood` for why not training's).
 """
 
 from __future__ import annotations
@@ -187,13 +187,27 @@ def reliability(p: np.ndarray, labels: np.ndarray, bins: int = 15) -> Reliabilit
     return Reliability(ece=ece, bin_edges=edges, confidence=conf, frequency=freq, counts=counts)
 
 
-def fit_ood(embeddings: np.ndarray, labels: np.ndarray, quantile: float) -> OODReference:
+def fit_ood(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    quantile: float,
+    *,
+    held_out: np.ndarray | None = None,
+) -> OODReference:
     """Class-conditional Mahalanobis reference with a Ledoit-Wolf shared covariance.
+
+    The statistics come from the training embeddings. The threshold is the ``quantile`` of the
+    ``held_out`` photos' scores when given (validation photos: the network has not fitted them,
+    so they score like the new in-distribution photos serving will see), else of the training
+    photos' own scores. Training photos score far lower than unseen ones once the network has
+    fitted them (the first demo run flagged 100% of its test photos with a training-score
+    threshold), so pass ``held_out`` whenever there is one.
 
     Args:
         embeddings: ``(N, D)`` training embeddings (no augmentation).
         labels: ``(N,)`` class index per row (0 genuine, 1 counterfeit).
-        quantile: Share of training photos that must score at or below the threshold.
+        quantile: Share of in-distribution photos that must score at or below the threshold.
+        held_out: ``(M, D)`` embeddings of photos the network did not train on.
     """
     e = np.asarray(embeddings, dtype=np.float64)
     y = np.asarray(labels)
@@ -201,9 +215,8 @@ def fit_ood(embeddings: np.ndarray, labels: np.ndarray, quantile: float) -> OODR
     means = np.stack([e[y == c].mean(axis=0) for c in classes])  # (C, D)
     residuals = e - means[np.searchsorted(classes, y)]
     lw = LedoitWolf(assume_centered=True).fit(residuals)
-    precision = lw.precision_
-    stats = OODStats(means=means.astype(np.float32), precision=precision.astype(np.float32))
-    scores = stats.score(e)
+    stats = OODStats(means=means.astype(np.float32), precision=lw.precision_.astype(np.float32))
+    scores = stats.score(e if held_out is None else np.asarray(held_out, dtype=np.float64))
     return OODReference(
         means=stats.means,
         precision=stats.precision,

@@ -45,6 +45,9 @@ class DataConfig(_Section):
         default=True,
         description="Keep decoded training photos in memory (uint8) so later epochs skip JPEG decoding.",
     )
+    cache_max_gb: float = Field(
+        default=3.0, gt=0, description="Skip the cache when the decoded training photos would exceed this."
+    )
 
 
 class ModelConfig(_Section):

@@ -112,3 +112,19 @@ def test_ood_reference_flags_far_embeddings_and_keeps_the_quantile() -> None:
     assert np.mean(stats.score(held_out) > ref.threshold) < 0.2
     assert np.mean(stats.score(far) > ref.threshold) == 1.0
     assert ref.means.shape == (2, d) and ref.precision.shape == (d, d)
+
+
+def test_ood_threshold_from_held_out_photos_does_not_flag_new_in_distribution_photos() -> None:
+    """A memorised training set scores low; the held-out threshold keeps new photos in."""
+    rng = np.random.default_rng(5)
+    d = 128
+    centres = rng.normal(size=(2, d))
+    train = centres[np.arange(300) % 2] + rng.normal(0, 0.3, (300, d))  # tight: fitted by the network
+    fresh = centres[np.arange(300) % 2] + rng.normal(0, 1.0, (300, d))  # what unseen photos look like
+    labels = np.arange(300) % 2
+    naive = fit_ood(train, labels, 0.99)
+    held = fit_ood(train, labels, 0.99, held_out=fresh[:150])
+    new = fresh[150:]
+    assert np.mean(ood_stats(naive).score(new) > naive.threshold) > 0.9
+    assert np.mean(ood_stats(held).score(new) > held.threshold) < 0.05
+    assert np.all(ood_stats(held).score(rng.normal(0, 4, (50, d))) > held.threshold)

@@ -1,14 +1,153 @@
 """``authlens train`` and ``authlens evaluate``.
 
-Usage: ``authlens train --config configs/synthetic.yaml --set train.epochs=3``
+Usage: ``authlens train --config configs/synthetic.yaml --set train.epochs=3``;
+``authlens evaluate --checkpoint runs/synthetic/best.pt --split test``.
+
+Several processes on CPU: ``torchrun --nproc_per_node 2 -m serving.cli train --config ...``.
+Heavy modules (torch, timm, mlflow) are imported inside the commands, so ``authlens --help`` and
+the serving commands stay light.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 
-def train() -> None:
-    raise NotImplementedError("authlens train")
+import typer
+
+from model.cliutil import fail, user_errors
 
 
-def evaluate() -> None:
-    raise NotImplementedError("authlens evaluate")
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    from model.configio import ConfigError
+    from model.network import WeightsError
+    from training.checkpoint import CheckpointError
+    from training.data.manifest import ManifestError
+    from training.dataset import DataError
+    from training.train import RunError
+
+    return (ConfigError, WeightsError, CheckpointError, ManifestError, DataError, RunError)
+
+
+def train(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="YAML config (configs/*.yaml); optional with --resume."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config value: section.key=value (repeatable)."
+    ),
+    resume: str | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue a run exactly: 'last' for OUTPUT_DIR/NAME/last.pt, or a path to a last.pt.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Start over even if the run folder holds a run."),
+    evaluate_after: bool | None = typer.Option(
+        None, "--evaluate/--no-evaluate", help="Evaluate best.pt on the test split at the end."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Fine-tune a model from a YAML config, calibrate it and (by default) evaluate it."""
+    from model.configio import load_config
+    from model.logs import setup_logging
+
+    setup_logging()
+    with user_errors(*_user_error_types()):
+        from training.config import TrainConfig
+
+        resume_arg: str | bool | None = None
+        if resume is not None:
+            resume_arg = True if resume == "last" else resume
+        if config is None:
+            if resume is None or resume == "last":
+                raise fail(
+                    "Give --config FILE (or --resume PATH/last.pt to continue a run with its saved config)."
+                )
+            saved = Path(resume)
+            saved = (saved if saved.is_dir() else saved.parent) / "config.yaml"
+            if not saved.is_file():
+                raise fail(f"{saved} is missing; give the run's --config as well.")
+            config = saved
+        cfg = load_config(TrainConfig, config, overrides)
+        if evaluate_after is not None:
+            cfg = cfg.model_copy(
+                update={"evaluate": cfg.evaluate.model_copy(update={"after_training": evaluate_after})}
+            )
+        from training.train import run
+
+        try:
+            result = run(cfg, resume=resume_arg, force=force, show_progress=progress)
+        except KeyboardInterrupt:
+            last = Path(cfg.run.output_dir) / cfg.run.name / "last.pt"
+            raise fail(
+                f"Interrupted. Continue exactly where the last finished epoch left off with: "
+                f"authlens train --config {config} --resume {last}",
+                code=130,
+            ) from None
+    if not result.main:
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(
+        f"[bold green]done[/] best val AUC {result.best_auc:.4f} (epoch {result.best_epoch}), "
+        f"{result.train_images_per_s:.1f} img/s, {result.wall_seconds / 60:.1f} min: {result.best}",
+        highlight=False,
+    )
+    summary = result.extras.get("summary")
+    if summary:
+        console.print(_summary_line(summary), highlight=False)
+
+
+def _summary_line(s: dict) -> str:
+    def f(key: str) -> str:
+        v = s.get(key)
+        return "n/a" if v is None else f"{v:.3f}"
+
+    line = (
+        f"test: ROC-AUC {f('roc_auc')}, recall@1%FAR {f('recall_at_far_1pct')}, "
+        f"recall@5%FAR {f('recall_at_far_5pct')}, ECE {f('ece')}, inconclusive {f('inconclusive_rate')}, "
+        f"flag macro-F1 {f('flag_macro_f1')}"
+    )
+    if "probe_roc_auc" in s:
+        line += f" | linear probe: ROC-AUC {f('probe_roc_auc')}, recall@1%FAR {f('probe_recall_at_far_1pct')}"
+    return line
+
+
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A calibrated best.pt from authlens train."),
+    split: str = typer.Option("test", "--split", help="Split of the run to evaluate: train, val or test."),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", help="Evaluate every photo of this manifest instead (e.g. new synthetic seeds)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Report folder (default: next to the checkpoint)."),
+    probe: bool | None = typer.Option(
+        None, "--probe/--no-probe", help="Also fit the linear-probe baseline (default: as configured)."
+    ),
+    workers: int | None = typer.Option(None, "--workers", min=0, help="Image-loading worker processes."),
+    ood_manifest: Path | None = typer.Option(
+        None, "--ood-manifest", help="Photos the model has never seen the like of; reports how many it flags."
+    ),
+) -> None:
+    """Evaluate a checkpoint (and a linear-probe baseline) and write report.json, report.md and plots."""
+    from model.logs import setup_logging
+
+    setup_logging()
+    if split not in ("train", "val", "test"):
+        raise fail(f"Unknown split {split!r}. Allowed: train, val, test.")
+    with user_errors(*_user_error_types()):
+        from training.evaluate import evaluate_checkpoint
+
+        report = evaluate_checkpoint(
+            checkpoint,
+            split=split,
+            manifest=manifest,
+            out_dir=out,
+            probe=probe,
+            workers=workers,
+            ood_manifest=ood_manifest,
+        )
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(_summary_line(report["summary"]), highlight=False)
+    console.print(f"report: {report['files']['report_md']}", highlight=False)
