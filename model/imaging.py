@@ -38,6 +38,7 @@ Image.MAX_IMAGE_PIXELS = None
 
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif"}
 _heif_registered = False
+_ORIENTATIONS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 class ImageError(ValueError):
@@ -195,7 +196,11 @@ def read_header(data: bytes, *, allowed_formats: tuple[str, ...] = SUPPORTED_FOR
     try:
         with Image.open(io.BytesIO(data)) as img:
             return fmt, img.size[0], img.size[1]
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:  # its message names an in-memory object, not the problem
+        raise CorruptImageError(
+            f"The file starts like a {fmt} image but its header is broken or truncated."
+        ) from None
+    except (OSError, EOFError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"The {fmt} header could not be read: {exc}") from None
 
 
@@ -232,7 +237,10 @@ def decode_image(
     try:
         with Image.open(io.BytesIO(data)) as img:
             source_mode = img.mode
-            orientation = int(img.getexif().get(0x0112, 1) or 1)
+            # exif_transpose acts on the tag's value only when it equals 1..8; a malformed tag (text,
+            # bytes, out of range) is ignored by both, so the reported size matches the pixels.
+            tag = img.getexif().get(0x0112, 1)
+            orientation = int(tag) if tag in _ORIENTATIONS else 1
             if fmt == "JPEG" and draft_size is not None and img.mode in ("RGB", "L", "CMYK", "YCbCr"):
                 # draft() keeps the decoded size >= the requested one; ask in stored orientation.
                 short = min(width, height)
@@ -240,12 +248,19 @@ def decode_image(
                     ratio = draft_size / short
                     img.draft(img.mode, (max(1, int(width * ratio)), max(1, int(height * ratio))))
             img.load()
-            oriented = ImageOps.exif_transpose(img) or img
-            rgb = _to_rgb(oriented)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright photo
+            rgb = _to_rgb(img)
             pixels = np.asarray(rgb, dtype=np.uint8)
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        EOFError,
+        SyntaxError,
+        ValueError,
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+    ) as exc:  # EOFError: pillow-heif on a HEVC stream cut short
         raise CorruptImageError(f"The {fmt} image could not be decoded: {exc}") from None
     original = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
@@ -255,7 +270,7 @@ def decode_image(
         original_size=original,
         format=fmt,
         source_mode=source_mode,
-        exif_orientation=orientation if 1 <= orientation <= 8 else 1,
+        exif_orientation=orientation,
     )
 
 
