@@ -28,7 +28,15 @@ from PIL import Image
 from model.bundle import Bundle, BundleError, load_bundle
 from model.decision import judge_image, judge_item, map_box, raised_flags, usability_reasons
 from model.flags import FLAGS
-from model.imaging import DecodedImage, Geometry, decode_image, resize_for_model, sharpness
+from model.imaging import (
+    CorruptImageError,
+    DecodedImage,
+    Geometry,
+    ImageError,
+    decode_image,
+    resize_for_model,
+    sharpness,
+)
 from model.logs import log_event
 from serving.schemas import Box, Explanation, FlaggedFeature, ImageResult, ItemResult, ModelRef
 
@@ -160,8 +168,18 @@ class Predictor:
         """
         digest = hashlib.sha256(data).hexdigest()
         spec = self.manifest.input
-        decoded = decode_image(data, max_pixels=self.max_pixels, draft_size=spec.draft_size)
-        pixels, geometry = resize_for_model(decoded, self.input_size, policy=spec.resize)
+        try:
+            decoded = decode_image(data, max_pixels=self.max_pixels, draft_size=spec.draft_size)
+            pixels, geometry = resize_for_model(decoded, self.input_size, policy=spec.resize)
+            preview = _preview(decoded) if explain else None
+        except ImageError:
+            raise
+        except Exception as exc:  # a decoder fault on hostile bytes fails this photo, never the call
+            log.error("decode_failed", exc_info=exc, extra={"fields": {"sha256": digest}})
+            kind = type(exc).__qualname__
+            if type(exc).__module__ != "builtins":
+                kind = f"{type(exc).__module__}.{kind}"
+            raise CorruptImageError(f"The image could not be decoded ({kind}).") from None
         return PreparedImage(
             sha256=digest,
             n_bytes=len(data),
@@ -170,7 +188,7 @@ class Predictor:
             pixels=pixels,
             geometry=geometry,
             sharpness=sharpness(pixels),
-            preview=_preview(decoded) if explain else None,
+            preview=preview,
         )
 
     # 2. the model --------------------------------------------------------------------------

@@ -47,6 +47,9 @@ class ModelSlot:
 
     @asynccontextmanager
     async def use(self) -> AsyncIterator[ModelSlot]:
+        """Hold the slot for one request; a retired slot refuses (raises NotReady)."""
+        if self.batcher.closed:
+            raise NotReady("The model is being replaced or the server is stopping; retry.")
         self.active += 1
         self._idle.clear()
         try:
@@ -98,7 +101,12 @@ class ServingState:
             predictor = Predictor.load(
                 s.bundle, threads=self.ort_threads, int8=s.int8, max_pixels=s.max_pixels
             )
-            predictor.warmup()
+            try:
+                predictor.warmup()
+            except Exception as exc:  # e.g. bundle.json's input size disagrees with the graph
+                raise BundleError(
+                    f"{s.bundle}: the model failed its warm-up run ({type(exc).__name__}: {exc})."
+                ) from None
             return predictor
 
         predictor = await asyncio.get_running_loop().run_in_executor(None, build)
@@ -197,9 +205,7 @@ class ServingState:
             t_decoded = time.perf_counter()
             self.metrics.decode.observe(t_decoded - t)
             raw = await slot.batcher.submit(prepared.pixels)
-            self.metrics.images.inc()
-            if raw.ood_score > predictor.manifest.ood.threshold:
-                self.metrics.ood.inc()
+            self.metrics.observe_image(raw.ood_score > predictor.manifest.ood.threshold)
             return Scored(name, prepared=prepared, raw=raw, decoded_after=t_decoded - t0)
 
         return list(await asyncio.gather(*(one(name, data) for name, data in files)))

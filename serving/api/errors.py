@@ -58,6 +58,11 @@ def error_response(
     )
 
 
+async def not_ready_response(request: Request, exc: Exception) -> JSONResponse:
+    """``503 not_ready``: no model can take the request (starting, stopping or being replaced)."""
+    return error_response(request, 503, "not_ready", str(exc), {"Retry-After": "5"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every exception to the JSON error shape."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from factories import jpeg_bytes
 from PIL import Image
 
-from model.imaging import Geometry, ImageTooLargeError
+from model.imaging import CorruptImageError, Geometry, ImageTooLargeError, decode_image
 from serving.predictor import Predictor, evidence_overlay
 
 
@@ -54,3 +56,48 @@ def test_overlay_follows_the_map_and_crops_letterbox() -> None:
     rgba = np.asarray(evidence_overlay(cam, g, (64, 64), (200, 100)))
     assert rgba.shape == (100, 200, 4)
     assert rgba[10, 190, 3] > rgba[90, 10, 3] == 0
+
+
+@pytest.fixture(scope="module")
+def flagging_predictor(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    """The tiny bundle with every flag threshold at 0, so every flag is raised with a box."""
+    from model.bundle import load_bundle, rewrite_manifest
+
+    d = tmp_path_factory.mktemp("flagging") / "bundle"
+    shutil.copytree(tiny_bundle_dir, d)
+    flags = load_bundle(d).manifest.flags
+    rewrite_manifest(d, {"decision": {"flag_thresholds": dict.fromkeys(flags, 0.0)}})
+    return Predictor.load(d, threads=1, max_pixels=10_000_000)
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_boxes_of_rotated_draft_decoded_photos_are_in_original_pixels(
+    flagging_predictor: Predictor, orientation: int
+) -> None:
+    # stored 2560x1280: decoded at 1/8 scale (draft_size 128), then turned by its EXIF tag.
+    # The 64 px input's 2x2 map cells are half the *oriented* photo each way.
+    photo = jpeg_bytes(2560, 1280, seed=5, exif_orientation=orientation)
+    decoded = decode_image(photo, draft_size=flagging_predictor.manifest.input.draft_size)
+    w, h = (1280, 2560) if orientation in (6, 8) else (2560, 1280)
+    assert decoded.original_size == (w, h) and decoded.pixels.shape[:2] == (h // 8, w // 8)
+    image = flagging_predictor.score_item([("p.jpg", photo)]).images[0]
+    assert (image.width, image.height) == (w, h)
+    assert len(image.flagged_features) == len(flagging_predictor.manifest.flags)
+    for f in image.flagged_features:
+        b = f.box
+        assert 0 <= b.x0 < b.x1 <= w and 0 <= b.y0 < b.y1 <= h
+        assert b.x0 % (w // 2) == b.x1 % (w // 2) == 0 and b.y0 % (h // 2) == b.y1 % (h // 2) == 0
+
+
+def test_a_decoder_fault_is_a_corrupt_image_not_a_crash(
+    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow's EXIF code can raise struct.error on hostile bytes; that photo fails, nothing else."""
+    from PIL import ImageOps
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", broken)
+    with pytest.raises(CorruptImageError, match=r"could not be decoded \(struct\.error\)"):
+        predictor.prepare(jpeg_bytes(100, 80))

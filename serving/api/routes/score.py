@@ -128,7 +128,11 @@ async def score_item(
     state: StateDep,
     files: Annotated[
         list[UploadFile],
-        File(description="1 to 8 photos of the same item (repeat the field). JPEG, PNG, WebP or HEIC."),
+        File(
+            description="1 to 8 photos of the same item (repeat the field). JPEG, PNG, WebP or HEIC.",
+            # schema only: the route checks the count itself to answer with `too_many_files`
+            json_schema_extra={"minItems": 1, "maxItems": MAX_PHOTOS_PER_ITEM},
+        ),
     ],
     explain: ExplainQuery = False,
 ) -> ScoreResponse:
@@ -141,7 +145,7 @@ async def score_item(
         raise APIError(
             422, "too_many_files", f"Send 1 to {MAX_PHOTOS_PER_ITEM} photos of one item; got {len(files)}."
         )
-    slot = _slot(state)
+    slot = _slot(state)  # the body is already read: no await until the slot is held
     t0 = time.perf_counter()
     _admit(state, len(files))
     try:
@@ -195,6 +199,7 @@ _BATCH_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["files"],
+                    "additionalProperties": False,
                     "properties": {
                         "files": {
                             "type": "array",
@@ -283,14 +288,18 @@ async def _batch_inputs(
 @router.post(
     "/batch",
     response_model=BatchResponse,
-    responses=_ERRORS,
+    responses={
+        **_ERRORS,
+        415: {"model": ErrorResponse, "description": "Body neither multipart/form-data nor JSON."},
+    },
     summary="Score up to 64 images, grouped into items by item_id",
     openapi_extra=_BATCH_BODY,
 )
 async def score_batch(request: Request, state: StateDep, explain: ExplainQuery = False) -> BatchResponse:
     """Score many images at once (crawlers). Each image gets a result or its own error; images
     sharing an ``item_id`` are judged as one item, and an image without one is its own item."""
-    slot = _slot(state)
+    if not state.ready:  # refuse before reading the body; the slot itself is taken after reading it
+        _slot(state)
     inputs = await _batch_inputs(request, state)
     n = len(inputs)
     limit = state.settings.max_batch_images
@@ -312,6 +321,9 @@ async def score_batch(request: Request, state: StateDep, explain: ExplainQuery =
             f"An item has at most {MAX_PHOTOS_PER_ITEM} photos; item_id {big[0]!r} has {len(groups[big[0]])}.",
         )
     request_id = request_id_of(request) or ""
+    # No await between taking the slot and holding it: a reload during the upload above retires
+    # the slot it replaced, and a request must never start on a retired one.
+    slot = _slot(state)
     t0 = time.perf_counter()
     _admit(state, n)
     try:
