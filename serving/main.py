@@ -12,15 +12,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 import model
-from serving.api.errors import install_error_handlers
+from serving.api.errors import install_error_handlers, not_ready_response
 from serving.api.main import api_router
-from serving.api.middleware import BodyLimit, RequestContext
+from serving.api.middleware import BodyBudget, BodyLimit, RequestContext
 from serving.api.routes.page import STATIC_DIR
+from serving.batcher import Closed
 from serving.core.config import Settings, get_settings
 from serving.metrics import Metrics
-from serving.state import ServingState
+from serving.state import NotReady, ServingState
+
+DOCS_ASSETS = "/docs-assets"
 
 DESCRIPTION = """Authenticity scores and flagged features for product photos.
 
@@ -49,14 +53,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await state.close()
 
-    app = FastAPI(
+    # /docs with Swagger UI served from this process (fastapi-offline ships it), not a CDN:
+    # investigators' machines are often air-gapped. No /redoc: its page fetches a logo from
+    # redoc's CDN whatever the options.
+    app: FastAPI = FastAPIOffline(
+        redoc_url=None,
         title="authlens",
         version=model.__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},  # the default badge calls validator.swagger.io
     )
     app.dependency_overrides[get_settings] = lambda: settings
     install_error_handlers(app)
+    app.add_exception_handler(NotReady, not_ready_response)
+    app.add_exception_handler(Closed, not_ready_response)
     app.include_router(api_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if settings.cors_origins:
@@ -67,6 +79,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        budget=BodyBudget(settings.max_inflight_bytes),
+        idle_timeout_s=settings.body_idle_timeout_s,
+        retry_after=lambda: _retry_after(app),
+        on_refuse=lambda code: metrics.rejected.labels(code).inc(),
+    )
     app.add_middleware(RequestContext, metrics=metrics)  # outermost: ids and metrics for every answer
     return app
+
+
+def _retry_after(app: FastAPI) -> int:
+    """Seconds a refused client should wait: the pipeline's drain estimate once serving."""
+    state: ServingState | None = getattr(app.state, "serving", None)
+    return state.admission.retry_after() if state is not None else 1

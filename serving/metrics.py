@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+OOD_WINDOW = 1000  # photos in the rolling out-of-distribution rate
 
 
 class Metrics:
@@ -53,6 +56,14 @@ class Metrics:
             "Photos outside the training distribution (rate = this / authlens_images_scored_total).",
             registry=r,
         )
+        self.ood_rate = Gauge(
+            "authlens_out_of_distribution_rate",
+            f"Fraction of the last {OOD_WINDOW} scored photos that were out of distribution "
+            "(a rising value means the traffic drifted from the training data).",
+            registry=r,
+        )
+        self._ood_window: deque[bool] = deque(maxlen=OOD_WINDOW)
+        self._ood_in_window = 0
         self.image_errors = Counter(
             "authlens_image_errors", "Photos refused, by error code.", ["code"], registry=r
         )
@@ -72,6 +83,18 @@ class Metrics:
         """Record the served bundle (only one label set at a time)."""
         self.model_info.clear()
         self.model_info.labels(name, version, sha256).set(1)
+
+    def observe_image(self, out_of_distribution: bool) -> None:
+        """Count one scored photo and update the out-of-distribution counters and rolling rate."""
+        self.images.inc()
+        if out_of_distribution:
+            self.ood.inc()
+        window = self._ood_window
+        if len(window) == window.maxlen:
+            self._ood_in_window -= window[0]
+        window.append(out_of_distribution)
+        self._ood_in_window += out_of_distribution
+        self.ood_rate.set(self._ood_in_window / len(window))
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

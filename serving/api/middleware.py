@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,8 +49,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = _route_template(scope)
             seconds = time.perf_counter() - t
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template).observe(seconds)
@@ -64,83 +65,181 @@ class RequestContext:
                 )
 
 
-class BodyTooLarge(StarletteHTTPException):
-    """Raised from ``receive`` once the body passes the limit."""
+def _route_template(scope: Scope) -> str:
+    """The route template (``/v1/score``, not a raw path), also for requests a middleware refused
+    before routing (the API's paths have no parameters, so such a path is its own template)."""
+    route = scope.get("route")
+    if route is not None:
+        return getattr(route, "path", None) or "unmatched"
+    openapi = getattr(scope.get("app"), "openapi", None)
+    paths = openapi()["paths"] if openapi is not None else {}  # FastAPI caches the schema
+    return scope["path"] if scope["path"] in paths else "unmatched"
 
-    def __init__(self) -> None:
-        super().__init__(status_code=413, detail="request_too_large")
+
+class BodyRefused(StarletteHTTPException):
+    """Raised from ``receive`` to stop reading a body; :class:`BodyLimit` answers for the app."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(status_code=status, detail=code, headers=headers)
+        self.code = code
+        self.message = message
+        self.reason = reason or code  # label of authlens_rejected_total
+
+
+class BodyBudget:
+    """Bytes of request bodies held by the requests in flight, summed over all of them.
+
+    Each request reserves its declared ``Content-Length`` before its body is read (a chunked body
+    reserves as it arrives) and keeps the reservation until its answer is sent, because the app
+    holds the bytes (and their base64 decoding) until then. Only the event loop touches it.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+
+    def reserve(self, n: int) -> bool:
+        """Take ``n`` bytes if they fit; ``False`` (nothing taken) otherwise."""
+        if n and self.used + n > self.capacity:
+            return False
+        self.used += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.used = max(0, self.used - n)
 
 
 class BodyLimit:
-    """Refuse bodies over ``max_bytes`` while they are read, not after.
+    """Bound request bodies while they are read, not after: size, shared memory and pace.
 
-    A declared ``Content-Length`` over the limit is refused before reading anything; otherwise
-    the bytes are counted as they arrive and the first chunk past the limit stops the request
-    with ``413``. Whatever the app tries to answer after that is dropped.
+    * A body over ``max_bytes`` gets ``413 request_too_large``: refused before reading when its
+      ``Content-Length`` says so, else at the first chunk past the limit.
+    * Bodies of all requests in flight share ``budget`` bytes; a request that does not fit gets
+      ``429 overloaded`` with ``Retry-After`` before its body is read, so concurrent uploads
+      cannot exhaust memory however many clients send at once.
+    * A client that stops sending its body for ``idle_timeout_s`` gets ``408 request_timeout``
+      and its reservation is freed.
+
+    Whatever the app tries to answer after a refusal is dropped.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        *,
+        budget: BodyBudget | None = None,
+        idle_timeout_s: float | None = None,
+        retry_after: Callable[[], int] = lambda: 1,
+        on_refuse: Callable[[str], None] = lambda code: None,
+    ) -> None:
         self.app = app
+        self.on_refuse = on_refuse
         self.max_bytes = max_bytes
+        self.budget = budget or BodyBudget(2**62)
+        self.idle_timeout_s = idle_timeout_s
+        self.retry_after = retry_after
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, exc: BodyRefused) -> None:
+        self.on_refuse(exc.reason)
         request_id = scope.get("state", {}).get("request_id")
         body = json.dumps(
-            {
-                "error": {
-                    "code": "request_too_large",
-                    "message": f"The request body is larger than the server accepts ({self.max_bytes} bytes, max_request_bytes).",
-                },
-                "request_id": request_id,
-            }
+            {"error": {"code": exc.code, "message": exc.message}, "request_id": request_id}
         ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()),
+        ]
+        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _too_large(self) -> BodyRefused:
+        return BodyRefused(
+            413,
+            "request_too_large",
+            f"The request body is larger than the server accepts ({self.max_bytes} bytes, max_request_bytes).",
+        )
+
+    def _overloaded(self) -> BodyRefused:
+        seconds = self.retry_after()
+        return BodyRefused(
+            429,
+            "overloaded",
+            f"The server is receiving as much request data as it holds at once; retry in {seconds} s.",
+            {"Retry-After": str(seconds)},
+            reason="inflight_bytes",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send)
+        raw = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        declared = int(raw) if raw is not None and raw.isdigit() else None
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, send, self._too_large())
+            return
+        reserved = declared or 0
+        if not self.budget.reserve(reserved):
+            await self._refuse(scope, send, self._overloaded())
             return
         received = 0
-        exceeded = False
+        refused: BodyRefused | None = None
+        body_done = declared == 0 or scope["method"] in ("GET", "HEAD")
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
+            nonlocal received, reserved, refused, body_done
+            if body_done or self.idle_timeout_s is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.idle_timeout_s)
+                except TimeoutError:
+                    refused = BodyRefused(
+                        408,
+                        "request_timeout",
+                        f"No part of the request body arrived for {self.idle_timeout_s:g} s; send it again.",
+                    )
+                    raise refused from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
-                    exceeded = True
-                    raise BodyTooLarge()
+                    refused = self._too_large()
+                    raise refused
+                if received > reserved:  # chunked, or more than declared: reserve as it arrives
+                    if not self.budget.reserve(received - reserved):
+                        refused = self._overloaded()
+                        raise refused
+                    reserved = received
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if exceeded:
+            if refused is not None:
                 return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not exceeded:
-                raise
-        if exceeded and not started:
-            await self._refuse(scope, send)
+            try:
+                await self.app(scope, limited_receive, guarded_send)
+            except Exception:
+                if refused is None:
+                    raise
+            if refused is not None and not started:
+                await self._refuse(scope, send, refused)
+        finally:
+            self.budget.release(reserved)

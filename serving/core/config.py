@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=100 * 2**20, ge=1024, le=1024 * 2**20, description="Largest accepted request body."
     )
+    max_inflight_bytes: int = Field(
+        default=512 * 2**20,
+        ge=1024,
+        le=64 * 2**30,
+        description=(
+            "Request-body bytes held by all requests in flight together; a request that does not fit "
+            "gets 429 before its body is read (JSON batches cost about 3x this in memory)."
+        ),
+    )
+    body_idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A client that sends no part of its request body for this long gets 408.",
+    )
     max_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS,
         ge=1,
@@ -141,6 +156,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"queue_size {self.queue_size} must be at least max_batch_images {self.max_batch_images}, "
                 "or full batch calls could never be admitted."
+            )
+        if self.max_inflight_bytes < self.max_request_bytes:
+            raise ValueError(
+                f"max_inflight_bytes {self.max_inflight_bytes} must be at least max_request_bytes "
+                f"{self.max_request_bytes}, or the largest request could never be admitted."
             )
         if self.max_file_bytes > self.max_request_bytes:
             raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -329,3 +330,19 @@ def test_offline_score_matches_api(server: Server, tmp_path: Path) -> None:
             assert line["item"] == api["item"]
             assert line["images"] == api["images"]
             assert line["model"] == api["model"]
+
+
+def test_docs_pages_reference_no_external_host(server: Server) -> None:
+    """/docs loads its script, style and icon from this server (air-gapped users)."""
+    with server.client(key=None) as c:
+        assert c.get("/redoc").status_code == 404  # ReDoc's page always fetches a logo from its CDN
+        for page in ("/docs",):
+            r = c.get(page)
+            assert r.status_code == 200
+            refs = re.findall(r'(?:src|href)="([^"]+)"', r.text) + re.findall(r"url: '([^']+)'", r.text)
+            assert len(refs) >= 3, refs
+            assert not re.search(r"https?://|//[a-z]", r.text), r.text  # no absolute URL at all
+            for ref in refs:
+                assert ref.startswith("/"), ref
+                assert c.get(ref).status_code == 200, ref
+        assert '"validatorUrl": null' in c.get("/docs").text  # Swagger UI's badge calls an outside host

@@ -103,3 +103,29 @@ def test_error_is_announced(page_server: Server, browser) -> None:
     alert.wait_for()
     assert "unsupported_format" in alert.inner_text()
     page.close()
+
+
+def test_api_docs_render_offline(page_server: Server, browser) -> None:
+    """Swagger UI renders with every request answered by this server: any other host is blocked,
+    as on an air-gapped machine."""
+    page = browser.new_page()
+    outside: list[str] = []
+
+    def only_local(route) -> None:
+        url = route.request.url
+        if url.startswith((page_server.url, "data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(page_server.url + "/docs")
+    title = page.locator(".swagger-ui .info .title")
+    title.wait_for(timeout=30_000)
+    assert "authlens" in title.inner_text()
+    paths = page.locator(".opblock-summary-path")
+    paths.first.wait_for()
+    assert {"/v1/score", "/v1/score/batch", "/v1/admin/reload"} <= set(paths.all_inner_texts())
+    assert outside == [], outside
+    page.close()
