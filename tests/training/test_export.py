@@ -236,6 +236,9 @@ def test_training_data_licence_is_found(sneakers_dir: Path, tmp_path: Path) -> N
     text = describe_data(str(tmp_path / "manifest.csv")).text
     assert "Licence: Apache-2.0." in text and "DATASET_CARD.md" in text
     assert "not documented" in describe_data(str(tmp_path / "sub" / "m.csv")).text
+    (tmp_path / "syn").mkdir()
+    (tmp_path / "syn" / "contact_sheet.png").write_bytes(b"")
+    assert "authlens data synth" in describe_data(str(tmp_path / "syn" / "manifest.csv")).text
 
 
 # ----------------------------------------------------------------------------- CLI
