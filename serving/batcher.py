@@ -1,8 +1,9 @@
 """Micro-batching and admission control for the server.
 
 Concurrent requests put images on one queue; a single worker takes up to ``max_batch`` of them
-(waiting at most ``max_wait`` after the first) and runs them in one ONNX Runtime call on a
-dedicated thread, so the event loop never blocks. :class:`Admission` bounds the images in the
+and runs them in one ONNX Runtime call on a dedicated thread, so the event loop never blocks. It
+waits at most ``max_wait`` after the first image for company, and only while more images are on
+their way (still decoding): a lone request is never held back for a batch that cannot form. :class:`Admission` bounds the images in the
 pipeline (decoding or waiting for the model): beyond it, requests are refused at once with
 ``429`` and a ``Retry-After`` estimated from the recent per-image service time.
 """
@@ -78,6 +79,8 @@ class MicroBatcher:
         max_batch: Most images per call.
         max_wait_s: How long the first image waits for others.
         observer: Metrics hook, called with ``(batch_size, seconds)`` after each call.
+        pending: How many more images are on their way (decoding); the batch waits for company
+            only while this is above zero. ``None``: always wait up to ``max_wait_s``.
     """
 
     def __init__(
@@ -87,8 +90,10 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         observer: BatchObserver | None = None,
+        pending: Callable[[], int] | None = None,
     ) -> None:
         self.infer = infer
+        self.pending = pending
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.observer = observer
@@ -136,7 +141,7 @@ class MicroBatcher:
                     job = self.queue.get_nowait()
                 except asyncio.QueueEmpty:
                     remaining = deadline - loop.time()
-                    if remaining <= 0:
+                    if remaining <= 0 or (self.pending is not None and self.pending() == 0):
                         break
                     try:
                         job = await asyncio.wait_for(self.queue.get(), remaining)

@@ -90,6 +90,7 @@ class ServingState:
         self.stopping = False
         self.started_at = time.time()
         self.loaded_at = 0.0
+        self.decoding = 0  # images in the decode pool: the batcher waits for company only then
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -115,6 +116,7 @@ class ServingState:
             max_batch=s.batch_max_size,
             max_wait_s=s.batch_max_wait_ms / 1000,
             observer=self.metrics.observe_batch,
+            pending=lambda: self.decoding,
         )
         batcher.start()
         return ModelSlot(predictor, batcher)
@@ -197,11 +199,14 @@ class ServingState:
                 self.metrics.image_errors.labels(data.code).inc()
                 return Scored(name, error=data)
             t = time.perf_counter()
+            self.decoding += 1
             try:
                 prepared = await loop.run_in_executor(self.decode_pool, _prepare, predictor, data, explain)
             except ImageError as exc:
                 self.metrics.image_errors.labels(exc.code).inc()
                 return Scored(name, error=exc)
+            finally:
+                self.decoding -= 1
             t_decoded = time.perf_counter()
             self.metrics.decode.observe(t_decoded - t)
             raw = await slot.batcher.submit(prepared.pixels)

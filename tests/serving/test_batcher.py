@@ -94,3 +94,40 @@ def test_admission_bounds_the_pipeline() -> None:
     a.release(8)
     a.acquire(10)
     assert a.depth == 10
+
+
+def test_a_lone_image_is_not_held_back_when_nothing_else_is_coming() -> None:
+    sizes: list[int] = []
+
+    async def main() -> float:
+        b = MicroBatcher(_echo(sizes), max_batch=16, max_wait_s=2.0, pending=lambda: 0)
+        b.start()
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        await b.submit(np.zeros((2, 2, 3), np.uint8))
+        elapsed = loop.time() - t
+        await b.close()
+        return elapsed
+
+    assert asyncio.run(main()) < 1.0  # not the 2 s max_wait
+    assert sizes == [1]
+
+
+def test_the_batch_waits_for_images_still_decoding() -> None:
+    sizes: list[int] = []
+    decoding = [1]  # a second image is on its way when the first arrives
+
+    async def main() -> None:
+        b = MicroBatcher(_echo(sizes), max_batch=16, max_wait_s=2.0, pending=lambda: decoding[0])
+        b.start()
+
+        async def late() -> RawOutput:
+            await asyncio.sleep(0.1)  # "decoding"
+            decoding[0] = 0
+            return await b.submit(np.ones((2, 2, 3), np.uint8))
+
+        await asyncio.gather(b.submit(np.zeros((2, 2, 3), np.uint8)), late())
+        await b.close()
+
+    asyncio.run(main())
+    assert sizes == [2]
