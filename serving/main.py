@@ -17,7 +17,7 @@ from fastapi_offline import FastAPIOffline
 import model
 from serving.api.errors import install_error_handlers, not_ready_response
 from serving.api.main import api_router
-from serving.api.middleware import BodyBudget, BodyLimit, RequestContext
+from serving.api.middleware import BodyBudget, BodyLimit, PipelineGate, RequestContext
 from serving.api.routes.page import STATIC_DIR
 from serving.batcher import Closed
 from serving.core.config import Settings, get_settings
@@ -71,14 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Closed, not_ready_response)
     app.include_router(api_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
-        )
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_request_bytes,
@@ -87,6 +79,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         retry_after=lambda: _retry_after(app),
         on_refuse=lambda code: metrics.rejected.labels(code).inc(),
     )
+    app.add_middleware(
+        PipelineGate,
+        paths=("/v1/score", "/v1/score/batch"),
+        full=lambda: _pipeline_full(app),
+        retry_after=lambda: _retry_after(app),
+        on_refuse=lambda reason: metrics.rejected.labels(reason).inc(),
+    )
+    # CORS outside the body and pipeline gates, so browsers can read their refusals too
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     app.add_middleware(RequestContext, metrics=metrics)  # outermost: ids and metrics for every answer
     return app
 
@@ -95,3 +103,8 @@ def _retry_after(app: FastAPI) -> int:
     """Seconds a refused client should wait: the pipeline's drain estimate once serving."""
     state: ServingState | None = getattr(app.state, "serving", None)
     return state.admission.retry_after() if state is not None else 1
+
+
+def _pipeline_full(app: FastAPI) -> bool:
+    state: ServingState | None = getattr(app.state, "serving", None)
+    return state is not None and state.admission.depth >= state.admission.capacity

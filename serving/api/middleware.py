@@ -94,6 +94,73 @@ class BodyRefused(StarletteHTTPException):
         self.reason = reason or code  # label of authlens_rejected_total
 
 
+async def send_refusal(scope: Scope, send: Send, exc: BodyRefused) -> None:
+    """Answer with the JSON error shape and close the connection (the body may be unread)."""
+    request_id = scope.get("state", {}).get("request_id")
+    body = json.dumps(
+        {"error": {"code": exc.code, "message": exc.message}, "request_id": request_id}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class PipelineGate:
+    """Refuse scoring requests *before* reading their body while the pipeline has no room for
+    even one more image: under overload a refusal then costs no upload parsing, which keeps the
+    event loop free for the requests already admitted.
+
+    Args:
+        app: The ASGI app.
+        paths: The scoring routes (exact paths).
+        full: Whether the pipeline is full now.
+        retry_after: Seconds to put in ``Retry-After``.
+        on_refuse: Metrics hook, called with the refusal reason.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        paths: tuple[str, ...],
+        full: Callable[[], bool],
+        retry_after: Callable[[], int],
+        on_refuse: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self.app = app
+        self.paths = paths
+        self.full = full
+        self.retry_after = retry_after
+        self.on_refuse = on_refuse
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in self.paths
+            and self.full()
+        ):
+            seconds = self.retry_after()
+            self.on_refuse("overloaded")
+            await send_refusal(
+                scope,
+                send,
+                BodyRefused(
+                    429,
+                    "overloaded",
+                    f"The server is at capacity; retry in {seconds} s.",
+                    {"Retry-After": str(seconds)},
+                ),
+            )
+            return
+        await self.app(scope, receive, send)
+
+
 class BodyBudget:
     """Bytes of request bodies held by the requests in flight, summed over all of them.
 
@@ -150,18 +217,7 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, send: Send, exc: BodyRefused) -> None:
         self.on_refuse(exc.reason)
-        request_id = scope.get("state", {}).get("request_id")
-        body = json.dumps(
-            {"error": {"code": exc.code, "message": exc.message}, "request_id": request_id}
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            *((k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()),
-        ]
-        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_refusal(scope, send, exc)
 
     def _too_large(self) -> BodyRefused:
         return BodyRefused(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -66,6 +67,36 @@ def test_overload_answers_429_with_retry_after(small_server: Server) -> None:
         metrics = c.get("/metrics").text
     assert 'authlens_rejected_total{reason="overloaded"}' in metrics
     assert "authlens_queue_depth 0.0" in metrics
+
+
+def test_a_full_pipeline_refuses_before_reading_the_body(small_server: Server) -> None:
+    """While 4 images (the whole queue) decode, a new request gets 429 although it has sent
+    nothing but its headers: refusing costs no upload."""
+    photos = [("files", (f"{i}.png", _png(2000, 1500, 30 + i))) for i in range(4)]
+    result: dict[str, httpx.Response] = {}
+
+    def call() -> None:
+        with httpx.Client(base_url=small_server.url, timeout=120) as c:
+            result["r"] = c.post("/v1/score", files=photos)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    with httpx.Client(base_url=small_server.url) as c:
+        deadline = time.monotonic() + 30
+        while "authlens_queue_depth 4.0" not in c.get("/metrics").text:
+            assert time.monotonic() < deadline, "the 4-photo request never filled the queue"
+            time.sleep(0.005)
+    port = int(small_server.url.rsplit(":", 1)[1])
+    head = b"POST /v1/score HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + b"Content-Length: 50000000\r\n\r\n")  # and never the body
+        answer = b""
+        while chunk := s.recv(4096):  # the server closes after refusing
+            answer += chunk
+    thread.join(60)
+    assert answer.startswith(b"HTTP/1.1 429"), answer
+    assert b'"overloaded"' in answer and b"retry-after:" in answer.lower()
+    assert result["r"].status_code == 200
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(small_server: Server) -> None:
