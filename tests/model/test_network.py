@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 import torch
 
 from model.flags import FLAG_NAMES
-from model.network import AuthLensNet, NetworkSpec, ServingGraph
+from model.network import AuthLensNet, NetworkSpec, ServingGraph, pool_map
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +34,57 @@ def test_outputs_have_the_documented_shapes(net: AuthLensNet) -> None:
     assert out["embedding"].shape == (3, net.embedding_dim) and net.embedding_dim == 1280
 
 
-def test_maps_average_to_their_logits_exactly(net: AuthLensNet) -> None:
+def test_maps_pool_to_their_logits_exactly(net: AuthLensNet) -> None:
     with torch.no_grad():
         out = net(torch.randn(2, 3, 128, 128))
-    torch.testing.assert_close(out["cam"].mean((1, 2)), out["counterfeit_logit"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out["flag_maps"].mean((2, 3)), out["flag_logits"], rtol=1e-5, atol=1e-5)
+    r = net.spec.pool_r
+    lse = (torch.logsumexp(r * out["cam"].flatten(1), 1) - math.log(16)) / r
+    torch.testing.assert_close(lse, out["counterfeit_logit"], rtol=1e-5, atol=1e-5)
+    flag_lse = (torch.logsumexp(r * out["flag_maps"].flatten(2), 2) - math.log(16)) / r
+    torch.testing.assert_close(flag_lse, out["flag_logits"], rtol=1e-5, atol=1e-5)
+    # a smooth maximum: above the average, at most the peak
+    assert (out["counterfeit_logit"] >= out["cam"].mean((1, 2)) - 1e-6).all()
+    assert (out["counterfeit_logit"] <= out["cam"].amax((1, 2)) + 1e-6).all()
+
+
+def test_one_bad_region_moves_lse_more_than_mean() -> None:
+    cells = torch.full((1, 7, 7), -4.0)
+    cells[0, 3, 3] = 6.0  # one tell among 48 genuine-looking cells
+    assert pool_map(cells, "lse", 1.0).item() > 1.5  # counterfeit
+    assert pool_map(cells, "mean", 1.0).item() < -3.5  # averaged away
+
+
+def test_mean_pooling_is_a_linear_head_on_average_pooled_features(net: AuthLensNet) -> None:
+    mean_net = AuthLensNet(replace(net.spec, pool="mean")).eval()
+    mean_net.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        out = mean_net(x)
+        pooled = mean_net.features(x).mean((2, 3))
+    torch.testing.assert_close(
+        out["counterfeit_logit"], mean_net.auth_head(pooled).squeeze(1), rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(out["flag_logits"], mean_net.flag_head(pooled), rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_parts_get_no_gradient_and_keep_their_statistics() -> None:
+    torch.manual_seed(0)
+    net = AuthLensNet(NetworkSpec(pretrained="none", freeze=["conv_stem", "bn1", "blocks.0"])).train()
+    stats = net.backbone.bn1.running_mean.clone()
+    net(torch.randn(2, 3, 64, 64))["counterfeit_logit"].sum().backward()
+    assert (
+        net.backbone.conv_stem.weight.grad is None and net.backbone.blocks[0][0].conv_dw.weight.grad is None
+    )
+    assert net.backbone.blocks[1][0].conv_pw.weight.grad is not None
+    assert torch.equal(net.backbone.bn1.running_mean, stats)  # not updated in train mode
+    assert net.backbone.blocks[1].training and not net.backbone.blocks[0].training
+
+
+def test_unknown_parts_and_pooling_are_refused_naming_what_exists() -> None:
+    with pytest.raises(ValueError, match=r"does not have; its top-level parts are: conv_stem, bn1, blocks"):
+        AuthLensNet(NetworkSpec(pretrained="none", freeze=["stem"]))
+    with pytest.raises(ValueError, match="Allowed: lse, mean"):
+        AuthLensNet(NetworkSpec(pretrained="none", pool="max"))
 
 
 def test_channels_last_changes_speed_not_results(net: AuthLensNet) -> None:
