@@ -42,6 +42,15 @@ def box_safe_crop(
     h, w = pixels.shape[:2]
     if max_cut <= 0:
         return pixels
+    left, top, right, bottom = _cuts(pixels.shape[:2], boxes, max_cut=max_cut, rng=rng)
+    return pixels[top : h - bottom, left : w - right]
+
+
+def _cuts(
+    shape: tuple[int, ...], boxes: np.ndarray, *, max_cut: float, rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` pixels cut by :func:`box_safe_crop`."""
+    h, w = shape[:2]
     limit_l = limit_r = max_cut * w
     limit_t = limit_b = max_cut * h
     if len(boxes):
@@ -51,7 +60,7 @@ def box_safe_crop(
         limit_r, limit_b = min(limit_r, max(w - x1, 0.0)), min(limit_b, max(h - y1, 0.0))
     cuts = rng.uniform(0.0, 1.0, size=4) * np.array([limit_l, limit_t, limit_r, limit_b])
     left, top, right, bottom = (int(c) for c in cuts)
-    return pixels[top : h - bottom, left : w - right]
+    return left, top, right, bottom
 
 
 class Augmenter:
@@ -100,7 +109,15 @@ class Augmenter:
         if cfg.jpeg_p > 0:
             # before the resize, as a camera or a marketplace re-encodes at photo resolution
             steps.append(A.ImageCompression(quality_range=(cfg.jpeg_quality_min, 95), p=cfg.jpeg_p))
-        self.pipeline = A.Compose(steps) if cfg.enabled else None
+        # Boxes follow every geometric step (their corners, re-enclosed), so the tells' boxes stay
+        # usable as dense targets for the maps (training.train.dense_targets).
+        self.moves_boxes = cfg.rotate > 0 or cfg.perspective > 0 or cfg.hflip
+        bbox_params = (
+            A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True)
+            if self.moves_boxes
+            else None
+        )
+        self.pipeline = A.Compose(steps, bbox_params=bbox_params) if cfg.enabled else None
 
     def _seed(self, seed: int) -> None:
         assert self.pipeline is not None
@@ -120,10 +137,44 @@ class Augmenter:
         Returns:
             ``(size, size, 3)`` uint8 model input.
         """
+        return self.apply(pixels, boxes, seed=seed)[0]
+
+    def apply(
+        self, pixels: np.ndarray, boxes: np.ndarray, *, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`__call__`, and also return where ``boxes`` went, in model-input pixels.
+
+        Returns:
+            ``(pixels, moved, ids)``: the model input; ``(N, 4)`` boxes in its coordinates; and
+            ``(N,)`` the index of the input box each one comes from. A box can appear more than
+            once (the reflected border repeats what is near the edge, tells included) or not at
+            all (pushed out of the frame: its evidence may be gone).
+        """
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        ids = np.arange(len(boxes))
         if self.pipeline is not None:
             rng = np.random.default_rng(seed)
-            pixels = box_safe_crop(pixels, boxes, max_cut=self.cfg.crop, rng=rng)
+            if self.cfg.crop > 0:
+                left, top, right, bottom = _cuts(pixels.shape, boxes, max_cut=self.cfg.crop, rng=rng)
+                h, w = pixels.shape[:2]
+                pixels = pixels[top : h - bottom, left : w - right]
+                boxes = boxes - np.array([left, top, left, top], np.float32)
+            h, w = pixels.shape[:2]
+            boxes = np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             self._seed(seed % (2**31))
-            pixels = self.pipeline(image=np.ascontiguousarray(pixels))["image"]
-        out, _ = resize_for_model(pixels, self.size, policy=self.resize)
-        return out
+            if self.moves_boxes:
+                out = self.pipeline(
+                    image=np.ascontiguousarray(pixels), bboxes=boxes[valid], box_ids=ids[valid]
+                )
+                boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+                ids = np.asarray(out["box_ids"], np.int64).reshape(-1)
+            else:
+                out = self.pipeline(image=np.ascontiguousarray(pixels))
+                boxes, ids = boxes[valid], ids[valid]
+            pixels = out["image"]
+        result, geometry = resize_for_model(pixels, self.size, policy=self.resize)
+        # model pixel = original / scale + pad (Geometry maps the other way)
+        scale = np.array([geometry.scale_x, geometry.scale_y] * 2, np.float32)
+        pad = np.array([geometry.pad_x, geometry.pad_y] * 2, np.float32)
+        return result, boxes / scale + pad, ids

@@ -57,6 +57,17 @@ class ModelConfig(_Section):
         description="'imagenet' (efficientnet_lite0, offline), a checkpoint path, or 'none'.",
     )
     drop_rate: float = Field(default=0.2, ge=0, lt=1)
+    pool: Literal["lse", "mean"] = Field(
+        default="lse",
+        description="How the heads' maps become logits: 'lse' (smooth maximum: any bad region "
+        "makes a fake) or 'mean' (average).",
+    )
+    pool_r: float = Field(default=1.0, gt=0, le=50, description="Sharpness of 'lse' pooling.")
+    freeze: list[str] = Field(
+        default_factory=list,
+        description="Backbone parts kept as pretrained (timm submodule names, e.g. conv_stem, bn1, "
+        "blocks.0): fewer gradients to compute, so faster steps on a CPU.",
+    )
 
 
 class OptimConfig(_Section):
@@ -68,6 +79,11 @@ class OptimConfig(_Section):
     ema_decay: float = Field(default=0.998, ge=0, lt=1)
     grad_clip: float = Field(default=2.0, gt=0)
     flag_loss_weight: float = Field(default=1.0, ge=0)
+    dense_loss_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="Weight of the per-location loss on the maps for photos whose tells all have boxes.",
+    )
     channels_last: bool = True
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores.")
     head_lr_scale: float = Field(

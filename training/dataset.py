@@ -27,7 +27,7 @@ from model.flags import FLAG_NAMES, LABELS, flag_index
 from model.imaging import DecodedImage, Geometry, ImageError, decode_image, resize_for_model
 from training.augment import Augmenter
 from training.config import DataConfig
-from training.data.manifest import Record
+from training.data.manifest import PRODUCT_BOX, Record
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,33 @@ def scale_boxes(record: Record, decoded: DecodedImage) -> np.ndarray:
     return np.array([(b.x0 / sx, b.y0 / sy, b.x1 / sx, b.y1 / sy) for b in record.boxes], dtype=np.float32)
 
 
+MAX_TELL_BOXES = 16
+"""Tell boxes a training sample carries (padded); a photo with more is trained without them."""
+
+
+def tell_boxes(record: Record) -> dict[int, int] | None:
+    """``{record box index: flag index}`` of the record's tell boxes, when they can be targets.
+
+    Dense (per-location) supervision needs to know where *every* tell of the photo is: that holds
+    for flag-labelled photos (``flags`` not ``None``) each of whose flags has at least one box.
+    Genuine photos with ``flags=()`` qualify with no boxes: no location of theirs is a tell.
+    Returns ``None`` for any other photo.
+    """
+    if record.flags is None:
+        return None
+    tells = {i: flag_index(b.name) for i, b in enumerate(record.boxes) if b.name != PRODUCT_BOX}
+    if {flag_index(f) for f in record.flags} - set(tells.values()):
+        return None
+    return tells
+
+
 class TrainDataset(Dataset):
     """Augmented training samples; keys come from :class:`EpochSampler` (``epoch * n + index``).
 
-    Each item is ``(pixels (H, W, 3) uint8, label, flags (F,), has_flags, index)``.
+    Each item is ``(pixels (H, W, 3) uint8, label, flags (F,), has_flags, boxes, dense, index)``:
+    ``boxes`` ``(MAX_TELL_BOXES, 5)`` holds ``(flag index, x0, y0, x1, y1)`` rows in model-input
+    pixels (flag index -1 pads), and ``dense`` is 1.0 when they locate every tell of the photo
+    (see :func:`tell_boxes`), so the maps can be trained cell by cell.
     """
 
     def __init__(
@@ -212,10 +235,30 @@ class TrainDataset(Dataset):
             self.cache[index] if self.cache is not None else read_image(record, draft_size=self.draft_size)
         )
         rng_seed = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
-        pixels = self.augmenter(decoded.pixels, scale_boxes(record, decoded), seed=int(rng_seed))
+        scaled = scale_boxes(record, decoded)
+        pixels, moved, ids = self.augmenter.apply(decoded.pixels, scaled, seed=int(rng_seed))
         flags, has_flags = flag_target(record)
         pixels = pixels if pixels.flags.writeable else pixels.copy()
-        return torch.from_numpy(pixels), float(self.labels[index]), torch.from_numpy(flags), has_flags, index
+        boxes = np.zeros((MAX_TELL_BOXES, 5), np.float32)
+        boxes[:, 0] = -1
+        dense = 0.0
+        tells = tell_boxes(record)
+        if tells is not None:
+            rows = [(tells[int(i)], *moved[j]) for j, i in enumerate(ids) if int(i) in tells]
+            # every flag keeps a box through the augmentation (a box pushed out loses its evidence)
+            if len(rows) <= MAX_TELL_BOXES and {r[0] for r in rows} == set(tells.values()):
+                dense = 1.0
+                if rows:
+                    boxes[: len(rows)] = np.array(rows, np.float32)
+        return (
+            torch.from_numpy(pixels),
+            float(self.labels[index]),
+            torch.from_numpy(flags),
+            has_flags,
+            torch.from_numpy(boxes),
+            dense,
+            index,
+        )
 
 
 class EvalDataset(Dataset):

@@ -118,6 +118,9 @@ def network_spec(cfg: TrainConfig) -> NetworkSpec:
         pretrained=cfg.model.pretrained,
         num_flags=len(FLAG_NAMES),
         drop_rate=cfg.model.drop_rate,
+        pool=cfg.model.pool,
+        pool_r=cfg.model.pool_r,
+        freeze=tuple(cfg.model.freeze),
     )
 
 
@@ -132,6 +135,8 @@ def check_compatible(ckpt: Checkpoint, cfg: TrainConfig, path: Path) -> None:
     problems = []
     if got.backbone != want.backbone:
         problems.append(f"backbone {got.backbone!r} (config: {want.backbone!r})")
+    if (got.pool, got.pool_r) != (want.pool, want.pool_r):
+        problems.append(f"pooling {got.pool} r={got.pool_r} (config: {want.pool} r={want.pool_r})")
     if got.num_flags != want.num_flags:
         problems.append(f"{got.num_flags} flags (this authlens: {want.num_flags})")
     if ckpt.input.image_size != cfg.data.image_size:
@@ -180,6 +185,53 @@ def losses(
     return auth, flag
 
 
+def dense_targets(
+    boxes: torch.Tensor, map_size: tuple[int, int], input_size: tuple[int, int], num_flags: int
+):
+    """Per-cell targets for the maps from tell boxes.
+
+    A cell's target for a box is the share of the smaller of the two (cell or box) that they
+    have in common: 1 for a cell inside a large box and for the cell holding a small one, a
+    fraction along a box's edge. Several boxes take the maximum.
+
+    Args:
+        boxes: ``(B, K, 5)`` rows ``(flag index, x0, y0, x1, y1)`` in input pixels; index -1 pads.
+        map_size: ``(h, w)`` of the maps.
+        input_size: ``(H, W)`` of the model input.
+        num_flags: ``F``.
+
+    Returns:
+        ``(B, h, w)`` targets for the counterfeit map (any tell) and ``(B, F, h, w)`` per flag.
+    """
+    h, w = map_size
+    ch, cw = input_size[0] / h, input_size[1] / w
+    flag = boxes[..., 0].long()  # (B, K)
+    x0, y0, x1, y1 = (boxes[..., i, None] for i in range(1, 5))  # (B, K, 1) each
+    cx0 = torch.arange(w, dtype=boxes.dtype) * cw  # (w,)
+    cy0 = torch.arange(h, dtype=boxes.dtype) * ch
+    ox = (torch.minimum(x1, cx0 + cw) - torch.maximum(x0, cx0)).clamp(min=0)  # (B, K, w)
+    oy = (torch.minimum(y1, cy0 + ch) - torch.maximum(y0, cy0)).clamp(min=0)  # (B, K, h)
+    overlap = oy[..., :, None] * ox[..., None, :]  # (B, K, h, w)
+    box_area = ((x1 - x0).clamp(min=1e-3) * (y1 - y0).clamp(min=1e-3))[..., None]  # (B, K, 1, 1)
+    share = (overlap / torch.clamp(box_area, max=ch * cw)).clamp(max=1.0)
+    share = share * (flag >= 0)[..., None, None]
+    onehot = F.one_hot(flag.clamp(min=0), num_flags).to(share.dtype) * (flag >= 0)[..., None]  # (B, K, F)
+    per_flag = (share[:, :, None] * onehot[..., None, None]).amax(dim=1)  # (B, F, h, w)
+    return share.amax(dim=1), per_flag
+
+
+def dense_loss(
+    out: dict[str, torch.Tensor], boxes: torch.Tensor, dense: torch.Tensor, input_size
+) -> torch.Tensor:
+    """Cell-wise binary cross-entropy of the counterfeit and flag maps on photos with ``dense == 1``."""
+    if not bool(dense.any()):
+        return out["cam"].sum() * 0.0
+    sel = dense > 0
+    cam, maps = out["cam"][sel], out["flag_maps"][sel]
+    t_cam, t_flags = dense_targets(boxes[sel], tuple(cam.shape[-2:]), input_size, maps.shape[1])
+    return F.binary_cross_entropy_with_logits(cam, t_cam) + F.binary_cross_entropy_with_logits(maps, t_flags)
+
+
 # ----------------------------------------------------------------------------- optimisation
 
 
@@ -218,6 +270,7 @@ class EpochStats:
     loss: float
     auth_loss: float
     flag_loss: float
+    dense_loss: float
     images: int
     seconds: float
     lr: float
@@ -246,16 +299,20 @@ def train_one_epoch(
     ``model`` is what is called (``net`` itself or its DDP wrapper); ``net`` is the bare network.
     """
     model.train()
-    total = auth_sum = flag_sum = 0.0
+    total = auth_sum = flag_sum = dense_sum = 0.0
     batches = images = 0
     start = time.perf_counter()
-    for pixels, labels, flags, has_flags, _ in loader:
+    for pixels, labels, flags, has_flags, boxes, dense, _ in loader:
         x = normalize(pixels, net.mean, net.std, channels_last=cfg.train.channels_last)
         labels = labels.float()
         has_flags = has_flags.float()
         out = model(x)
         auth, flag = losses(out, labels, flags, has_flags, weights)
         loss = auth + cfg.train.flag_loss_weight * flag
+        if cfg.train.dense_loss_weight > 0:
+            cells = dense_loss(out, boxes, dense.float(), tuple(pixels.shape[1:3]))
+            loss = loss + cfg.train.dense_loss_weight * cells
+            dense_sum += cells.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
@@ -275,7 +332,7 @@ def train_one_epoch(
     seconds = time.perf_counter() - start
     n = max(batches, 1)
     lr = optimizer.param_groups[0]["lr"]
-    return EpochStats(total / n, auth_sum / n, flag_sum / n, images, seconds, lr), step
+    return EpochStats(total / n, auth_sum / n, flag_sum / n, dense_sum / n, images, seconds, lr), step
 
 
 def gather_outputs(part: Outputs, index: np.ndarray, n: int, d: Dist) -> Outputs:
@@ -650,6 +707,7 @@ def run(
                 "train_loss": stats.loss,
                 "train_auth_loss": stats.auth_loss,
                 "train_flag_loss": stats.flag_loss,
+                "train_dense_loss": stats.dense_loss,
                 "lr": stats.lr,
                 "train_images_per_s": stats.images_per_s,
                 "epoch_seconds": stats.seconds,

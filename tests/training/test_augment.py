@@ -66,3 +66,32 @@ def test_colour_is_not_augmented_away(photo: np.ndarray) -> None:
     ref = _mean_hue(photo)
     hues = [_mean_hue(aug(photo, np.zeros((0, 4)), seed=s)) for s in range(40)]
     assert max(abs(h - ref) for h in hues) < 0.02  # hue in [0, 1): 0.02 = 7 degrees
+
+
+def test_boxes_follow_the_pixels_through_every_geometric_step() -> None:
+    img = np.full((300, 400, 3), 40, np.uint8)
+    img[100:140, 200:260] = 255  # a bright tell
+    boxes = np.array([[200, 100, 260, 140], [10, 10, 390, 290]], np.float32)
+    aug = Augmenter(AugmentConfig(rotate=20, perspective=0.1), image_size=224, resize="stretch")
+    followed = 0
+    for seed in range(30):
+        out, moved, ids = aug.apply(img, boxes, seed=seed)
+        tell = moved[ids == 0]
+        assert len(tell) >= 1  # the crop keeps boxes inside; reflections may add copies
+        ys, xs = np.nonzero(out.min(axis=2) > 200)
+        x0, y0, x1, y1 = tell[0]
+        inside = (xs >= x0 - 2) & (xs <= x1 + 2) & (ys >= y0 - 2) & (ys <= y1 + 2)
+        # the main copy of the bright patch lies in the first box of its id
+        assert inside.sum() >= 0.9 * min(len(xs), (x1 - x0) * (y1 - y0) * 0.5)
+        followed += 1
+    assert followed == 30
+
+
+def test_boxes_land_in_letterboxed_model_pixels() -> None:
+    img = np.zeros((240, 320, 3), np.uint8)
+    img[0:60, 0:80] = 255
+    aug = Augmenter(AugmentConfig(enabled=False), image_size=64, resize="letterbox")
+    out, moved, ids = aug.apply(img, np.array([[0, 0, 80, 60]], np.float32), seed=0)
+    # 320x240 -> 64x48 with 8-pixel bars above and below
+    np.testing.assert_allclose(moved[0], [0, 8, 16, 20], atol=0.01)
+    assert out[9:19, 1:15].min() > 200 and ids.tolist() == [0]

@@ -14,7 +14,15 @@ from model.flags import FLAG_NAMES
 from training.augment import Augmenter
 from training.config import AugmentConfig, DataConfig
 from training.data.manifest import load_manifest
-from training.dataset import DataError, EpochSampler, TrainDataset, flag_target, make_splits
+from training.dataset import (
+    MAX_TELL_BOXES,
+    DataError,
+    EpochSampler,
+    TrainDataset,
+    flag_target,
+    make_splits,
+    tell_boxes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +91,29 @@ def test_tiny_dataset_is_valid(tmp_path: Path) -> None:
     recs = load_manifest(make_dataset(tmp_path, n=8, size=48))
     assert {r.label for r in recs} == {"genuine", "counterfeit"}
     assert all(np.isfinite([b.x0 for r in recs for b in r.boxes]))
+
+
+def test_photos_whose_tells_are_all_boxed_get_dense_targets(records: list) -> None:
+    ds = TrainDataset(
+        records,
+        augmenter=Augmenter(AugmentConfig(), image_size=64, resize="stretch"),
+        draft_size=64,
+        seed=0,
+    )
+    fake = ds[3]  # counterfeit with boxed color_shift (and maybe stitch_irregular)
+    boxes, dense = fake[4], fake[5]
+    assert dense == 1.0 and boxes.shape == (MAX_TELL_BOXES, 5)
+    rows = boxes[boxes[:, 0] >= 0]
+    assert {FLAG_NAMES[int(i)] for i in rows[:, 0]} == set(records[3].flags)
+    assert ((rows[:, 1:] >= -1) & (rows[:, 1:] <= 65)).all()  # in model-input pixels
+    genuine = ds[0]
+    assert genuine[5] == 1.0 and (genuine[4][:, 0] == -1).all()  # flags=(): nowhere a tell
+    unlabelled = TrainDataset(
+        [replace(r, flags=None) for r in records],
+        augmenter=Augmenter(AugmentConfig(), image_size=64, resize="stretch"),
+        draft_size=64,
+        seed=0,
+    )
+    assert unlabelled[3][5] == 0.0  # no flag labels: the maps are left to the photo-level loss
+    unboxed = [replace(r, boxes=tuple(b for b in r.boxes if b.name == "product")) for r in records]
+    assert tell_boxes(unboxed[3]) is None  # a flag without a box cannot be located
