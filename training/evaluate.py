@@ -230,6 +230,55 @@ def breakdown(records: Sequence, labels: np.ndarray, p: np.ndarray, verdicts: Se
     return out
 
 
+SUBTLETY_BINS = ((0.0, 1 / 3, "obvious"), (1 / 3, 2 / 3, "medium"), (2 / 3, 1.0001, "subtle"))
+
+
+def tell_breakdown(
+    records: Sequence, labels: np.ndarray, p: np.ndarray, verdicts: Sequence[str]
+) -> dict | None:
+    """How well counterfeits are caught by what gives them away (synthetic data: boxed tells).
+
+    Each group of counterfeits is scored against *all* genuine photos: ``roc_auc`` is the chance
+    that a fake of the group scores above a genuine photo, ``counterfeit_recall`` the share the
+    verdict catches. Groups: ``by_subtlety`` (of the fake's *easiest* tell, so ``subtle`` means
+    every tell of the photo is subtle) and ``by_flag`` (fakes that carry the flag, alone or not;
+    ``alone``: fakes whose only tell it is). ``None`` when no box records a subtlety.
+    """
+    v = np.array(verdicts)
+    genuine = np.flatnonzero(labels == 0)
+    easiest: dict[int, float] = {}
+    flags_of: dict[int, set[str]] = {}
+    for i, r in enumerate(records):
+        tells = [b for b in r.boxes if b.name in FLAG_NAMES and b.subtlety is not None]
+        if labels[i] == 1 and tells:
+            easiest[i] = min(float(b.subtlety) for b in tells)
+            flags_of[i] = {b.name for b in tells}
+    if not easiest or not len(genuine):
+        return None
+
+    def group(idx: list[int]) -> dict[str, Any]:
+        fakes = np.array(idx, dtype=np.int64)
+        both = np.concatenate([genuine, fakes])
+        return {
+            "n": len(fakes),
+            "roc_auc": roc_auc(labels[both], p[both]) if len(fakes) else math.nan,
+            "counterfeit_recall": float(np.mean(v[fakes] == "counterfeit")) if len(fakes) else math.nan,
+        }
+
+    by_subtlety = {
+        name: group([i for i, s in easiest.items() if lo <= s < hi]) for lo, hi, name in SUBTLETY_BINS
+    }
+    by_flag = {}
+    for name in FLAG_NAMES:
+        carrying = [i for i, f in flags_of.items() if name in f]
+        if carrying:
+            by_flag[name] = {
+                **group(carrying),
+                "alone": group([i for i in carrying if flags_of[i] == {name}]),
+            }
+    return {"by_subtlety": by_subtlety, "by_flag": by_flag}
+
+
 # ----------------------------------------------------------------------------- probe
 
 
@@ -549,6 +598,28 @@ def markdown(report: dict[str, Any]) -> str:
         )
     else:
         lines.append("No counterfeit photo here has boxes.")
+    tells = report.get("tells")
+    if tells:
+        lines += [
+            "",
+            "## Which fakes are caught",
+            "",
+            "Each group of counterfeits against all genuine photos. Subtlety is that of the photo's "
+            "easiest tell (0 obvious .. 1 subtle).",
+            "",
+            "| group | fakes | ROC-AUC | recall (verdict) |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, g in tells["by_subtlety"].items():
+            lines.append(
+                f"| easiest tell {name} | {g['n']} | {_fmt(g['roc_auc'])} | {_fmt(g['counterfeit_recall'])} |"
+            )
+        for name, g in tells["by_flag"].items():
+            a = g["alone"]
+            lines.append(
+                f"| with {name} (alone: {a['n']}, AUC {_fmt(a['roc_auc'])}) | {g['n']} | "
+                f"{_fmt(g['roc_auc'])} | {_fmt(g['counterfeit_recall'])} |"
+            )
     for name, groups in report["breakdowns"].items():
         lines += [
             "",
@@ -840,6 +911,7 @@ def evaluate_checkpoint(
         "flags": flags_section,
         "localisation": loc_section,
         "breakdowns": breakdown(records, labels, p, verdicts),
+        "tells": tell_breakdown(records, labels, p, verdicts),
         "probe": probe_section,
         "plots": plots,
         "files": {
