@@ -84,6 +84,11 @@ class OptimConfig(_Section):
         ge=0,
         description="Weight of the per-location loss on the maps for photos whose tells all have boxes.",
     )
+    dense_pos_weight: float = Field(
+        default=4.0,
+        gt=0,
+        description="Weight of tell cells against the many clean cells around them in the per-location loss.",
+    )
     channels_last: bool = True
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores.")
     head_lr_scale: float = Field(

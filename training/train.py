@@ -221,15 +221,25 @@ def dense_targets(
 
 
 def dense_loss(
-    out: dict[str, torch.Tensor], boxes: torch.Tensor, dense: torch.Tensor, input_size
+    out: dict[str, torch.Tensor],
+    boxes: torch.Tensor,
+    dense: torch.Tensor,
+    input_size: tuple[int, int],
+    pos_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Cell-wise binary cross-entropy of the counterfeit and flag maps on photos with ``dense == 1``."""
+    """Cell-wise binary cross-entropy of the counterfeit and flag maps on photos with ``dense == 1``.
+
+    A tell covers one to four of the 49 cells of a 224 px photo; ``pos_weight`` counts its cells
+    that many times, so the clean cells around it do not drown it out.
+    """
     if not bool(dense.any()):
         return out["cam"].sum() * 0.0
     sel = dense > 0
     cam, maps = out["cam"][sel], out["flag_maps"][sel]
     t_cam, t_flags = dense_targets(boxes[sel], tuple(cam.shape[-2:]), input_size, maps.shape[1])
-    return F.binary_cross_entropy_with_logits(cam, t_cam) + F.binary_cross_entropy_with_logits(maps, t_flags)
+    w = torch.tensor(pos_weight, dtype=cam.dtype)
+    cam_loss = F.binary_cross_entropy_with_logits(cam, t_cam, pos_weight=w)
+    return cam_loss + F.binary_cross_entropy_with_logits(maps, t_flags, pos_weight=w)
 
 
 # ----------------------------------------------------------------------------- optimisation
@@ -310,7 +320,7 @@ def train_one_epoch(
         auth, flag = losses(out, labels, flags, has_flags, weights)
         loss = auth + cfg.train.flag_loss_weight * flag
         if cfg.train.dense_loss_weight > 0:
-            cells = dense_loss(out, boxes, dense.float(), tuple(pixels.shape[1:3]))
+            cells = dense_loss(out, boxes, dense.float(), tuple(pixels.shape[1:3]), cfg.train.dense_pos_weight)
             loss = loss + cfg.train.dense_loss_weight * cells
             dense_sum += cells.item()
         optimizer.zero_grad(set_to_none=True)

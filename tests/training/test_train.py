@@ -268,3 +268,13 @@ def test_dense_loss_only_counts_photos_with_located_tells() -> None:
     assert dense_loss(out, boxes, torch.zeros(2), (224, 224)).item() == 0.0
     # logits 0 against all-zero targets: 2 x log 2 for the one photo that counts
     assert abs(dense_loss(out, boxes, torch.tensor([1.0, 0.0]), (224, 224)).item() - 2 * np.log(2)) < 1e-6
+
+
+def test_dense_loss_weights_tell_cells() -> None:
+    out = {"cam": torch.zeros(1, 7, 7), "flag_maps": torch.zeros(1, 7, 7, 7)}
+    boxes = torch.full((1, 4, 5), -1.0)
+    boxes[0, 0] = torch.tensor([2.0, 40, 40, 60, 60])  # one cell of one flag
+    plain = dense_loss(out, boxes, torch.ones(1), (224, 224), 1.0).item()
+    weighted = dense_loss(out, boxes, torch.ones(1), (224, 224), 4.0).item()
+    # the tell cell counts 4x: +3 log 2 / 49 on the counterfeit map, +3 log 2 / 343 on the flag maps
+    assert abs(weighted - plain - 3 * np.log(2) * (1 / 49 + 1 / 343)) < 1e-6
