@@ -649,7 +649,13 @@ def render_flat(spec: ItemSpec, width: int, active: frozenset[str] | None = None
         dx, dy = round(shift * math.cos(ang)), round(shift * math.sin(ang))
         if dx == 0 and dy == 0:
             dx = 1
-        print_mask[py0:py1, px0:px1] = _tiled(unit, py1 - py0, px1 - px0, ox + px0 + dx, oy + py0 + dy)
+        # a fake's pocket is cut from canvas printed at another scale as well as out of phase
+        scale = 1.0 + float(trng.choice([-1, 1])) * (0.04 + 0.08 * t.strength)
+        fake_unit = _motif_unit(
+            spec.brand,
+            max(pitch + 1, round(pitch * scale)) if scale > 1 else min(pitch - 1, round(pitch * scale)),
+        )
+        print_mask[py0:py1, px0:px1] = _tiled(fake_unit, py1 - py0, px1 - px0, ox + px0 + dx, oy + py0 + dy)
         regions[t.name] = _pad(lay.panel, 2)
     if "print_quality" in tells:
         t = tells["print_quality"]
@@ -778,8 +784,8 @@ def render_flat(spec: ItemSpec, width: int, active: frozenset[str] | None = None
         s = t.strength
         tracking = 0.06 * px + float(trng.choice([-1, 1])) * (0.15 + 0.4 * s) * px * 0.5
         hscale = 1.0 + float(trng.choice([-1, 1])) * (0.07 + 0.15 * s)
-        stroke = 1 if s > 0.55 and trng.random() < 0.5 else 0
-        bitmap = bool(s > 0.8 and trng.random() < 0.5)
+        stroke = 1 if s > 0.5 else 0  # heavier lettering, the commonest give-away
+        bitmap = bool(s > 0.85 and trng.random() < 0.5)
         mask = _text_mask(text, px, round(tracking, 2), stroke, round(hscale, 3), bitmap)
         limit = round(1.25 * genuine_mask.shape[1])
         if mask.shape[1] > limit:  # a fake plate still holds its lettering
