@@ -11,6 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_DATA   := datasets/demo
 DEMO_BUNDLE := bundles/demo
+DEMO_RUN    := runs/demo
 
 .PHONY: help demo test test-all lint format typecheck bench lock clean-demo
 
@@ -35,13 +36,25 @@ demo: $(VENV)/.installed-train
 	@if [ -f $(DEMO_BUNDLE)/bundle.json ]; then \
 	  echo ">> $(DEMO_BUNDLE) exists: serving it (make clean-demo to rebuild)"; \
 	else \
-	  set -e; \
-	  echo ">> [1/3] synthesising $(DEMO_DATA)"; \
-	  $(BIN)/authlens data synth --out $(DEMO_DATA) --n 600 --seed 0; \
-	  echo ">> [2/3] fine-tuning EfficientNet-Lite0 (configs/demo.yaml)"; \
-	  $(BIN)/authlens train --config configs/demo.yaml; \
+	  set -e; start=$$(date +%s); \
+	  if [ -f $(DEMO_DATA)/manifest.csv ]; then \
+	    echo ">> [1/3] $(DEMO_DATA) exists: using it"; \
+	  else \
+	    echo ">> [1/3] synthesising $(DEMO_DATA)"; rm -rf $(DEMO_RUN); \
+	    $(BIN)/authlens data synth --out $(DEMO_DATA) --n 3000 --seed 0 --workers 2 --overwrite; \
+	  fi; \
+	  if [ -f $(DEMO_RUN)/report.json ]; then \
+	    echo ">> [2/3] $(DEMO_RUN) is trained: using it"; \
+	  elif [ -f $(DEMO_RUN)/last.pt ]; then \
+	    echo ">> [2/3] resuming the interrupted fine-tune in $(DEMO_RUN)"; \
+	    $(BIN)/authlens train --config configs/demo.yaml --resume; \
+	  else \
+	    echo ">> [2/3] fine-tuning EfficientNet-Lite0 (configs/demo.yaml)"; \
+	    $(BIN)/authlens train --config configs/demo.yaml; \
+	  fi; \
 	  echo ">> [3/3] exporting the ONNX bundle to $(DEMO_BUNDLE)"; \
-	  $(BIN)/authlens export --checkpoint runs/demo/best.pt --out $(DEMO_BUNDLE); \
+	  $(BIN)/authlens export --checkpoint $(DEMO_RUN)/best.pt --out $(DEMO_BUNDLE) --force; \
+	  echo ">> set-up took $$(( $$(date +%s) - start )) s"; \
 	fi
 	@example=$$(ls $(DEMO_DATA)/*/*.jpg $(DEMO_DATA)/*.jpg 2>/dev/null | head -n 1); \
 	echo; echo ">> web page:  http://$(HOST):$(PORT)/"; \
@@ -49,7 +62,7 @@ demo: $(VENV)/.installed-train
 	$(BIN)/authlens serve --bundle $(DEMO_BUNDLE) --host $(HOST) --port $(PORT)
 
 clean-demo:
-	rm -rf $(DEMO_DATA) runs/demo $(DEMO_BUNDLE)
+	rm -rf $(DEMO_DATA) $(DEMO_RUN) $(DEMO_BUNDLE)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n 2 --dist loadfile

@@ -40,8 +40,14 @@ def synth(
 
     if max_photos < min_photos:
         raise fail(f"--max-photos ({max_photos}) must be at least --min-photos ({min_photos}).")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from model.cliutil import err_console
+
     start = time.perf_counter()
-    with user_errors(ValueError, OSError):
+    columns = (TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with user_errors(ValueError, OSError), Progress(*columns, console=err_console) as bar:
+        task = bar.add_task("synth", total=n)
         records = generate(
             out,
             n=n,
@@ -50,6 +56,7 @@ def synth(
             photos_per_item=(min_photos, max_photos),
             workers=workers,
             overwrite=overwrite,
+            progress=lambda k: bar.advance(task, k),
         )
     elapsed = time.perf_counter() - start
     labels = Counter(r.label for r in records)

@@ -23,7 +23,7 @@ import io
 import itertools
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -1229,6 +1229,7 @@ def generate(
     workers: int = 1,
     overwrite: bool = False,
     contact_sheet_count: int = 24,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Record]:
     """Write ``n`` synthetic photos, ``manifest.csv`` and ``contact_sheet.png`` into ``out_dir``.
 
@@ -1241,6 +1242,7 @@ def generate(
         workers: Processes to render with.
         overwrite: Replace a previous synthetic set in ``out_dir`` (only its own files).
         contact_sheet_count: Photos on the contact sheet (0 = none).
+        progress: Called with the number of photos each time some are written.
 
     Returns:
         The records written to the manifest.
@@ -1265,19 +1267,23 @@ def generate(
     (out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     plan = plan_items(n, seed, photos_per_item)
     jobs = [(i, item, k) for i, (item, k) in enumerate(plan)]
+    chunk = max(1, min(64, len(jobs) // (workers * 4) or 1))
+    parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
+    rows = []
     if workers == 1:
-        rows = _write_range(str(out), seed, size, jobs)
+        done: Iterator[list[dict]] = (_write_range(str(out), seed, size, p) for p in parts)
+        for part in done:
+            rows += part
+            if progress is not None:
+                progress(len(part))
     else:
-        chunk = max(1, min(64, len(jobs) // (workers * 4) or 1))
-        parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = [
-                r
-                for part in pool.map(
-                    _write_range, *zip(*[(str(out), seed, size, p) for p in parts], strict=True)
-                )
-                for r in part
-            ]
+            for part in pool.map(
+                _write_range, *zip(*[(str(out), seed, size, p) for p in parts], strict=True)
+            ):
+                rows += part
+                if progress is not None:
+                    progress(len(part))
     rows.sort(key=lambda r: r["index"])
     records = [
         Record(
