@@ -47,12 +47,14 @@ class _Formatter(logging.Formatter):
 
 
 def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
-    """Configure the root logger once; later calls only change the level.
+    """Configure the root logger once; later calls only change the level, if they name one.
 
     Raises:
         ValueError: an unknown level or format (the message lists the allowed ones).
     """
     global _configured
+    if _configured and level is None:
+        return  # keep what the command line (or the first call) chose
     level = (level or os.environ.get("AUTHLENS_LOG_LEVEL") or "INFO").upper()
     fmt = (fmt or os.environ.get("AUTHLENS_LOG_FORMAT") or "json").lower()
     if level not in LEVELS:

@@ -56,6 +56,7 @@ from model.bundle import (
 from model.configio import config_hash
 from model.flags import FLAG_NAMES
 from model.imaging import ImageError, decode_image, resize_for_model
+from model.logs import log_event
 from training.checkpoint import Checkpoint, CheckpointError
 
 log = logging.getLogger(__name__)
@@ -764,8 +765,10 @@ def export_bundle(
         )
     assert ckpt.ood is not None  # manifest_fields refused otherwise
     with _staging(out_dir) as staging:
+        log_event(log, "export", stage="exporting the ONNX graph")
         opset = export_onnx(ckpt, staging / MODEL_FILE, opset=options.opset)
         check_graph(staging / MODEL_FILE, opset=opset)
+        log_event(log, "export", stage=f"parity: torch vs ONNX Runtime on {len(parity_set)} photos")
         parity = check_parity(ckpt, staging / MODEL_FILE, parity_set, tolerance=options.parity_tolerance)
         parity.pop("_onnxruntime")
         fields["map_size"] = parity.pop("_map_size")
@@ -790,6 +793,7 @@ def export_bundle(
         save_ood_stats(staging / OOD_FILE, ood)
         if options.int8:
             assert images is not None and images.calibration is not None
+            log_event(log, "export", stage="INT8: calibrate, quantize, compare ROC-AUC and speed with fp32")
             thresholds = (ckpt.calibration.genuine_threshold, ckpt.calibration.counterfeit_threshold)
             fields["int8"] = _make_int8(
                 staging, images, ood, float(ckpt.ood.threshold), thresholds, options, summary

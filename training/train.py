@@ -320,7 +320,9 @@ def train_one_epoch(
         auth, flag = losses(out, labels, flags, has_flags, weights)
         loss = auth + cfg.train.flag_loss_weight * flag
         if cfg.train.dense_loss_weight > 0:
-            cells = dense_loss(out, boxes, dense.float(), tuple(pixels.shape[1:3]), cfg.train.dense_pos_weight)
+            cells = dense_loss(
+                out, boxes, dense.float(), tuple(pixels.shape[1:3]), cfg.train.dense_pos_weight
+            )
             loss = loss + cfg.train.dense_loss_weight * cells
             dense_sum += cells.item()
         optimizer.zero_grad(set_to_none=True)
@@ -797,6 +799,12 @@ def run(
         return result
 
     # ------------------------------------------------------------------ calibrate best.pt
+    log_event(
+        log,
+        "calibrating",
+        stage=f"temperature and thresholds on {len(val_labels)} validation photos, "
+        f"OOD reference on {len(splits.train)} training photos",
+    )
     best = load_checkpoint(best_path)
     best_net = best.build_network()
     if cfg.train.channels_last:

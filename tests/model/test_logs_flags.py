@@ -47,3 +47,14 @@ def test_logging_refuses_unknown_level() -> None:
 
     with pytest.raises(ValueError, match="DEBUG, INFO"):
         setup_logging(level="chatty")
+
+
+def test_a_later_setup_without_a_level_keeps_the_chosen_one() -> None:
+    code = (
+        "import logging; from model.logs import setup_logging;"
+        "setup_logging('WARNING'); setup_logging();"  # what a subcommand does after --log-level
+        "logging.getLogger('t').info('hidden'); logging.getLogger('t').warning('shown')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PATH": ""})
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["event"] == "shown"
