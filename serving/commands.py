@@ -23,8 +23,10 @@ BundleOpt = Annotated[Path, typer.Option("--bundle", help="Bundle directory (bun
 
 def serve(
     bundle: BundleOpt,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default AUTHLENS_HOST, else 127.0.0.1).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default AUTHLENS_PORT, else 8000).")] = None,
     allow_insecure: Annotated[
         bool, typer.Option("--allow-insecure", help="Listen beyond loopback with no API keys.")
     ] = False,
@@ -39,7 +41,11 @@ def serve(
 
     from model.bundle import BundleError, load_bundle
 
-    overrides: dict[str, object] = {"bundle": bundle, "host": host, "port": port}
+    overrides: dict[str, object] = {"bundle": bundle}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
     if allow_insecure:
         overrides["allow_insecure"] = True
     if int8:

@@ -87,6 +87,18 @@ def test_serve_refuses_insecure_bind_with_one_line(tiny_bundle_dir: Path) -> Non
     assert "Refusing to listen on 0.0.0.0" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_serve_reads_host_from_the_environment(tiny_bundle_dir: Path) -> None:
+    proc = subprocess.run(
+        [*AUTHLENS, "serve", "--bundle", str(tiny_bundle_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "AUTHLENS_HOST": "0.0.0.0", "AUTHLENS_PORT": "1"},
+    )
+    assert proc.returncode == 2 and "Refusing to listen on 0.0.0.0" in proc.stderr
+
+
 def test_receipt_round_trip_and_tampering(tmp_path: Path) -> None:
     signer = ReceiptSigner(write_private_key(tmp_path / "k.pem"), ephemeral=False)
     receipt = signer.sign(
