@@ -55,6 +55,8 @@ def test_a_later_setup_without_a_level_keeps_the_chosen_one() -> None:
         "setup_logging('WARNING'); setup_logging();"  # what a subcommand does after --log-level
         "logging.getLogger('t').info('hidden'); logging.getLogger('t').warning('shown')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PATH": ""}
+    )
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["event"] == "shown"
