@@ -153,7 +153,19 @@ def fit_calibration(
         max_miss_rate=cfg.max_miss_rate,
         flag_thresholds=flag_thresholds(flag_probs, flag_targets, flag_mask),
         min_image_side=cfg.min_image_side,
-        min_sharpness=cfg.min_sharpness,
+        min_sharpness=cfg.min_sharpness or 0.0,
+    )
+
+
+def fit_min_sharpness(sharpness_values: np.ndarray, quantile: float) -> float:
+    """The sharpness below which a photo is blurrier than nearly all training photos.
+
+    Args:
+        sharpness_values: :func:`model.imaging.sharpness` of the (unaugmented) training inputs.
+        quantile: Share of training photos that fall below the threshold.
+    """
+    return (
+        float(np.quantile(np.asarray(sharpness_values, dtype=np.float64), quantile)) if quantile > 0 else 0.0
     )
 
 

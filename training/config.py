@@ -135,7 +135,17 @@ class CalibrationConfig(_Section):
     max_miss_rate: float = Field(default=0.05, gt=0, lt=1)
     ood_quantile: float = Field(default=0.995, gt=0.5, le=1)
     min_image_side: int = Field(default=128, ge=1)
-    min_sharpness: float = Field(default=0.0, ge=0)
+    min_sharpness: float | None = Field(
+        default=None,
+        ge=0,
+        description="Photos less sharp than this are 'too_blurry'; default: fitted on the training photos.",
+    )
+    sharpness_quantile: float = Field(
+        default=0.005,
+        ge=0,
+        lt=0.5,
+        description="With min_sharpness unset: the share of training photos that would count as too blurry.",
+    )
 
 
 class TrackingConfig(_Section):

@@ -36,10 +36,17 @@ from torch.utils.data import DataLoader
 
 from model.configio import config_hash, dump_config
 from model.flags import FLAG_NAMES
+from model.imaging import sharpness
 from model.logs import log_event
 from model.network import AuthLensNet, NetworkSpec
 from training.augment import Augmenter
-from training.calibration import calibrated_probability, fit_calibration, fit_ood, reliability
+from training.calibration import (
+    calibrated_probability,
+    fit_calibration,
+    fit_min_sharpness,
+    fit_ood,
+    reliability,
+)
 from training.checkpoint import (
     Calibration,
     Checkpoint,
@@ -837,6 +844,9 @@ def run(
         batch_size=cfg.train.eval_batch_size,
         channels_last=cfg.train.channels_last,
     )
+    if cfg.calibration.min_sharpness is None:
+        sharp = np.array([sharpness(x) for x in train_inputs.numpy()])
+        calibration.min_sharpness = fit_min_sharpness(sharp, cfg.calibration.sharpness_quantile)
     del train_inputs
     ood = fit_ood(
         train_out.embeddings, train_ds.labels, cfg.calibration.ood_quantile, held_out=val_out.embeddings
@@ -869,6 +879,7 @@ def run(
         counterfeit_threshold=round(calibration.counterfeit_threshold, 4),
         genuine_threshold=round(calibration.genuine_threshold, 4),
         ood_threshold=round(ood.threshold, 3),
+        min_sharpness=round(calibration.min_sharpness, 2),
     )
 
     if cfg.evaluate.after_training:
