@@ -145,6 +145,36 @@ def near_duplicate_pairs(
     )
 
 
+def identical_pairs(digests: Sequence[str | None]) -> list[tuple[int, int]]:
+    """Pairs ``(first, k)`` of entries with the same content digest (``None``: unreadable, skipped).
+
+    Byte-identical files are one photo whatever their manifest rows say: unlike perceptual
+    near-duplicates, they join even photos of two different named items.
+    """
+    first: dict[str, int] = {}
+    pairs = []
+    for k, d in enumerate(digests):
+        if d is None:
+            continue
+        j = first.setdefault(d, k)
+        if j != k:
+            pairs.append((j, k))
+    return pairs
+
+
+def file_digests(paths: Sequence[Path]) -> list[str | None]:
+    """SHA-256 of each file's bytes, ``None`` where it cannot be read."""
+    import hashlib
+
+    out: list[str | None] = []
+    for path in paths:
+        try:
+            out.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        except OSError:
+            out.append(None)
+    return out
+
+
 def clusters(n: int, pairs: Sequence[tuple[int, int]] | Sequence[DuplicatePair]) -> np.ndarray:
     """Connected components of the pair graph: ``(n,)`` int labels, 0..k-1, in first-seen order."""
     from scipy.sparse import coo_matrix

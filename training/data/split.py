@@ -16,7 +16,14 @@ from dataclasses import replace
 import numpy as np
 
 from model.flags import LABELS
-from training.data.dedupe import DUPLICATE_THRESHOLD, clusters, hash_files, near_duplicate_pairs
+from training.data.dedupe import (
+    DUPLICATE_THRESHOLD,
+    clusters,
+    file_digests,
+    hash_files,
+    identical_pairs,
+    near_duplicate_pairs,
+)
 from training.data.manifest import SPLITS, Record, common_root, relative_name
 
 
@@ -42,7 +49,8 @@ def group_records(
     threshold: int = DUPLICATE_THRESHOLD,
     duplicate_pairs: Sequence[tuple[int, int]] | None = None,
 ) -> np.ndarray:
-    """Group label per record: same ``item_id``, or near-duplicates where an ``item_id`` is missing.
+    """Group label per record: same ``item_id``, byte-identical files, or near-duplicates where an
+    ``item_id`` is missing.
 
     Args:
         records: The photos.
@@ -61,9 +69,12 @@ def group_records(
     if duplicate_pairs is None and any(r.item_id is None for r in records):
         duplicate_pairs = find_duplicate_pairs(records, threshold=threshold)
     for i, j in duplicate_pairs or ():
-        # Two photos of distinct named items stay apart: the item ids are the stronger statement.
+        # Two look-alike photos of distinct named items stay apart: the item ids are the stronger
+        # statement (the synthetic set's items differ only in their tells, so pHash pairs them).
         if records[i].item_id is None or records[j].item_id is None:
             edges.append((i, j))
+    # ... but the same file content under two ids is one photo, and must not straddle splits.
+    edges += identical_pairs(file_digests([r.file for r in records]))
     return clusters(len(records), edges)
 
 

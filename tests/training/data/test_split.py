@@ -142,3 +142,16 @@ def test_cli_split_writes_a_manifest(tmp_path: Path) -> None:
         app, ["data", "split", str(tmp_path / "nope"), "--out", str(tmp_path / "x.csv")]
     )
     assert result.exit_code == 2 and "no such manifest" in result.output
+
+
+def test_one_photo_under_two_item_ids_stays_in_one_split(tmp_path: Path) -> None:
+    records = []
+    for i in range(40):
+        path = tmp_path / f"{i:03d}.jpg"
+        path.write_bytes(jpeg_bytes(64, 48, seed=i))
+        records.append(Record(path, "counterfeit" if i % 2 else "genuine", item_id=f"item{i}"))
+    (tmp_path / "copy.jpg").write_bytes((tmp_path / "007.jpg").read_bytes())
+    records.append(Record(tmp_path / "copy.jpg", "counterfeit", item_id="another-item"))
+    for seed in range(8):
+        out = split_records(records, val_fraction=0.25, test_fraction=0.25, seed=seed)
+        assert out[7].split == out[-1].split
