@@ -287,22 +287,11 @@ def test_ops_endpoints(server: Server) -> None:
     ):
         assert name in metrics, name
     schemas = docs["components"]["schemas"]
-    for model in (
-        "ScoreResponse",
-        "ItemResult",
-        "ImageResult",
-        "FlaggedFeature",
-        "Box",
-        "Receipt",
-        "BatchResponse",
-        "BatchImageResult",
-        "BatchItemResult",
-        "ErrorResponse",
-        "ErrorDetail",
-        "Timings",
-        "ModelRef",
-    ):
-        undocumented = [k for k, p in schemas[model]["properties"].items() if not p.get("description")]
+    assert {"ScoreResponse", "ItemResult", "BatchResponse", "ModelInfo", "ReloadResult"} <= set(schemas)
+    for model, schema in schemas.items():
+        if model.startswith(("Body_", "HTTPValidationError", "ValidationError")):
+            continue  # FastAPI's own: form bodies and its 422 for malformed parameters
+        undocumented = [k for k, p in schema.get("properties", {}).items() if not p.get("description")]
         assert not undocumented, (model, undocumented)
     assert "multipart/form-data" in docs["paths"]["/v1/score/batch"]["post"]["requestBody"]["content"]
 

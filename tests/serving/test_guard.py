@@ -19,3 +19,25 @@ def test_app_and_cli_imports_leave_torch_out() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_serving_a_request_and_a_reload_leave_torch_out(tiny_bundle_dir) -> None:
+    """Lifespan (bundle load, warm-up), a scored photo and a reload: lazy imports on those paths count too."""
+    code = (
+        "import io, sys, json\n"
+        "from fastapi.testclient import TestClient\n"
+        "from PIL import Image\n"
+        "import serving.main\n"
+        "from serving.core.config import Settings\n"
+        "buf = io.BytesIO(); Image.new('RGB', (320, 240), (120, 80, 40)).save(buf, 'JPEG')\n"
+        f"app = serving.main.create_app(Settings(bundle={str(tiny_bundle_dir)!r}))\n"
+        "with TestClient(app) as c:\n"
+        "    r = c.post('/v1/score', files=[('files', ('a.jpg', buf.getvalue(), 'image/jpeg'))])\n"
+        "    assert r.status_code == 200, r.text\n"
+        "    assert c.post('/v1/admin/reload').status_code == 200\n"
+        "    assert c.post('/v1/score?explain=true', files=[('files', ('a.jpg', buf.getvalue()))]).status_code == 200\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from model.bundle import BundleError
 from serving.api.deps import AdminKey, StateDep
@@ -15,9 +15,11 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminKey])
 
 
 class ReloadResult(BaseModel):
-    previous_bundle_sha256: str
-    bundle_sha256: str
-    changed: bool
+    """What a reload swapped."""
+
+    previous_bundle_sha256: str = Field(description="The bundle that was serving before.")
+    bundle_sha256: str = Field(description="The bundle serving now.")
+    changed: bool = Field(description="False when the directory held the same bundle.")
 
 
 @router.post(

@@ -27,34 +27,47 @@ REASON_TEXT = {
 
 
 class FlagInfo(BaseModel):
-    name: str
-    title: str
-    description: str
-    threshold: float
+    """One named tell the model can flag."""
+
+    name: str = Field(description="Flag name as it appears in `flagged_features`, e.g. `stitch_irregular`.")
+    title: str = Field(description="Short human-readable name.")
+    description: str = Field(description="What the tell looks like on a counterfeit.")
+    threshold: float = Field(
+        description="Flag probability from which the flag is raised (fitted on validation)."
+    )
 
 
 class ModelInfo(BaseModel):
     """The bundle being served."""
 
-    model: ModelRef
+    model: ModelRef = Field(description="Name, version and bundle SHA-256, as in every score response.")
     served_graph: str = Field(description="model.onnx (fp32) or the INT8 file.")
     input: dict[str, Any] = Field(description="Input size and preprocessing (bundle.json `input`).")
     decision: dict[str, Any] = Field(description="Thresholds on the counterfeit probability and per flag.")
-    flags: list[FlagInfo]
+    flags: list[FlagInfo] = Field(description="The flags this model reports, with their thresholds.")
     reasons: dict[str, str] = Field(description="What each inconclusive reason means.")
-    max_photos_per_item: int
+    max_photos_per_item: int = Field(description="Most photos `/v1/score` takes for one item.")
     metrics: dict[str, Any] = Field(description="Evaluation summary recorded at export.")
-    provenance: dict[str, Any]
-    ood: dict[str, Any]
+    provenance: dict[str, Any] = Field(
+        description="Where the model comes from: timm model, config and data manifest hashes, git commit, "
+        "checkpoint SHA-256, creation time, library versions."
+    )
+    ood: dict[str, Any] = Field(
+        description="Out-of-distribution check: score threshold and the quantile it was set at."
+    )
     loaded_at: float = Field(description="Unix time the bundle was loaded.")
-    receipt_key_id: str
-    receipt_key_ephemeral: bool
+    receipt_key_id: str = Field(description="Identifier of the key signing this server's receipts.")
+    receipt_key_ephemeral: bool = Field(
+        description="True: the receipt key was generated at start-up and dies with the process."
+    )
 
 
 class PublicKey(BaseModel):
-    key_id: str
-    algorithm: str = "Ed25519"
-    public_key_pem: str
+    """The public half of the receipt-signing key."""
+
+    key_id: str = Field(description="Identifier that receipts name in `key_id`.")
+    algorithm: str = Field(default="Ed25519", description="Signature algorithm.")
+    public_key_pem: str = Field(description="The public key, PEM (SubjectPublicKeyInfo).")
     ephemeral: bool = Field(
         description="True: the key dies with the process; receipts cannot be checked after a restart."
     )
