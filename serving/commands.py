@@ -93,7 +93,8 @@ def serve(
 def score(
     bundle: BundleOpt,
     paths: Annotated[
-        list[Path], typer.Argument(help="Photos, folders (recursive) or CSV manifests (file[, item_id]).")
+        list[Path],
+        typer.Argument(help="Photos, folders (recursive) or CSV/JSONL manifests (file[, item_id])."),
     ],
     out: Annotated[Path, typer.Option("--out", help="JSON Lines output, one line per item.")] = Path(
         "results.jsonl"

@@ -50,14 +50,35 @@ class Summary:
     seconds: float = 0.0
 
 
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+def _manifest_rows(path: Path) -> list[tuple[int, dict]]:
+    """``(line number, row)`` of a CSV (header row) or JSONL (one object per line) manifest."""
+    shape = "a CSV with a `file` column or JSONL objects with a `file` field (optional `item_id`)"
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "file" not in reader.fieldnames:
+                raise InputError(f"{path}: a manifest is {shape}.")
+            return list(enumerate(reader, start=2))
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: line {n} is not JSON ({exc.msg}); a manifest is {shape}.") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: line {n} is not a JSON object; a manifest is {shape}.")
+        rows.append((n, {k: "" if v is None else str(v) for k, v in row.items()}))
+    return rows
+
+
 def _read_manifest(path: Path) -> list[OfflineItem]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "file" not in reader.fieldnames:
-            raise InputError(f"{path}: a manifest is a CSV with a `file` column (optional `item_id`).")
-        rows = list(reader)
     items: dict[str, OfflineItem] = {}
-    for n, row in enumerate(rows, start=2):
+    for n, row in _manifest_rows(path):
         rel = (row.get("file") or "").strip()
         if not rel:
             raise InputError(f"{path}: line {n} has an empty `file`.")
@@ -68,7 +89,7 @@ def _read_manifest(path: Path) -> list[OfflineItem]:
 
 
 def collect(paths: Sequence[Path], *, one_item: bool = False) -> list[OfflineItem]:
-    """Expand files, folders (recursively, by image suffix) and ``.csv`` manifests into items.
+    """Expand files, folders (recursively, by image suffix) and CSV/JSONL manifests into items.
 
     Raises:
         InputError: a missing path, an empty selection, or an item with more than 8 photos.
@@ -80,7 +101,7 @@ def collect(paths: Sequence[Path], *, one_item: bool = False) -> list[OfflineIte
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             items.extend(OfflineItem(str(f), [f]) for f in files)
-        elif p.suffix.lower() == ".csv":
+        elif p.suffix.lower() in MANIFEST_SUFFIXES:
             items.extend(_read_manifest(p))
         else:
             items.append(OfflineItem(str(p), [p]))

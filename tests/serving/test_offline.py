@@ -67,3 +67,16 @@ def test_cli_bad_path_is_one_line(tiny_bundle_dir: Path, tmp_path: Path) -> None
         text=True,
     )
     assert proc.returncode == 2 and "nope.jpg: no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_jsonl_manifests_group_like_csv_and_bad_lines_are_named(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(jpeg_bytes(64, 48, seed=i))
+    (tmp_path / "m.jsonl").write_text(
+        '{"file": "0.jpg", "item_id": "bag-1"}\n\n{"file": "1.jpg", "item_id": "bag-1"}\n{"file": "2.jpg"}\n',
+        encoding="utf-8",
+    )
+    assert [len(it.files) for it in collect([tmp_path / "m.jsonl"])] == [2, 1]
+    (tmp_path / "bad.jsonl").write_text('{"file": "0.jpg"}\n{"file": "1.jpg",\n', encoding="utf-8")
+    with pytest.raises(InputError, match="line 2 is not JSON"):
+        collect([tmp_path / "bad.jsonl"])
