@@ -47,7 +47,7 @@ demo: $(VENV)/.installed-train
 	    echo ">> [2/3] $(DEMO_RUN) is trained: using it"; \
 	  elif [ -f $(DEMO_RUN)/last.pt ]; then \
 	    echo ">> [2/3] resuming the interrupted fine-tune in $(DEMO_RUN)"; \
-	    $(BIN)/authlens train --config configs/demo.yaml --resume; \
+	    $(BIN)/authlens train --config configs/demo.yaml --resume last; \
 	  else \
 	    echo ">> [2/3] fine-tuning EfficientNet-Lite0 (configs/demo.yaml)"; \
 	    $(BIN)/authlens train --config configs/demo.yaml; \
