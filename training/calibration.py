@@ -199,6 +199,21 @@ def reliability(p: np.ndarray, labels: np.ndarray, bins: int = 15) -> Reliabilit
     return Reliability(ece=ece, bin_edges=edges, confidence=conf, frequency=freq, counts=counts)
 
 
+def ece_noise_floor(p: np.ndarray, bins: int = 15, *, draws: int = 200, seed: int = 0) -> float:
+    """Mean ECE of a *perfectly calibrated* model with these probabilities, on this many photos.
+
+    Labels drawn as ``Bernoulli(p)`` are calibrated by construction, yet their binned ECE is not
+    0: each bin's observed frequency scatters around its mean probability. On a few hundred
+    photos that scatter alone reaches several hundredths, so an ECE near this floor is as
+    calibrated as the sample can show.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if not len(p):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    return float(np.mean([reliability(p, rng.random(len(p)) < p, bins).ece for _ in range(draws)]))
+
+
 def fit_ood(
     embeddings: np.ndarray,
     labels: np.ndarray,

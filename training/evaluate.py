@@ -35,7 +35,7 @@ from model.flags import FLAG_NAMES, LABELS
 from model.imaging import Geometry, sharpness
 from model.logs import log_event
 from model.network import AuthLensNet, NetworkSpec
-from training.calibration import calibrated_probability, ood_stats, reliability
+from training.calibration import calibrated_probability, ece_noise_floor, ood_stats, reliability
 from training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from training.config import EvaluateConfig, TrainConfig
 from training.dataset import DataError, EvalDataset, flag_target, label_of
@@ -178,6 +178,7 @@ def score_metrics(labels: np.ndarray, p: np.ndarray, bins: int) -> dict[str, flo
         "accuracy": float(np.mean((p >= 0.5) == (labels == 1))),
         **{f"recall_at_far_{round(f * 100)}pct": recall_at_far(labels, p, f) for f in FARS},
         "ece": reliability(p, labels, bins).ece,
+        "ece_noise_floor": ece_noise_floor(p, bins),
     }
 
 
@@ -561,6 +562,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {title} | {_fmt(m[key])} | {_fmt(probe.get(key))} |")
     lines += [
         f"| ECE before calibration | {_fmt(m['ece_uncalibrated'])} | |",
+        f"| ECE a perfectly calibrated model would show on these photos | {_fmt(m.get('ece_noise_floor'))} | |",
         "",
         "## Verdicts with the validation-chosen thresholds",
         "",

@@ -10,6 +10,7 @@ from model.decision import classify
 from training.calibration import (
     calibrated_probability,
     counterfeit_threshold,
+    ece_noise_floor,
     fit_calibration,
     fit_ood,
     fit_temperature,
@@ -128,3 +129,13 @@ def test_ood_threshold_from_held_out_photos_does_not_flag_new_in_distribution_ph
     assert np.mean(ood_stats(naive).score(new) > naive.threshold) > 0.9
     assert np.mean(ood_stats(held).score(new) > held.threshold) < 0.05
     assert np.all(ood_stats(held).score(rng.normal(0, 4, (50, d))) > held.threshold)
+
+
+def test_ece_noise_floor_is_what_calibrated_labels_show() -> None:
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0, 1, 200)
+    floor = ece_noise_floor(p, 15)
+    assert 0.02 < floor < 0.15  # 200 photos: sampling alone gives several hundredths
+    assert ece_noise_floor(rng.uniform(0, 1, 20000), 15) < floor / 4  # shrinks like 1/sqrt(n)
+    sure = np.r_[np.zeros(100), np.ones(100)]
+    assert ece_noise_floor(sure, 15) == 0.0  # certain predictions: no scatter
