@@ -146,7 +146,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     ood = raw.get("ood")
     return Checkpoint(
-        spec=NetworkSpec(**raw["spec"]),
+        # checkpoints from before pooling was configurable averaged their maps
+        spec=NetworkSpec(**{"pool": "mean", **raw["spec"]}),
         state_dict=raw["state_dict"],
         config=raw["config"],
         input=InputSettings(

@@ -27,7 +27,14 @@ class RunConfig(_Section):
 
 class DataConfig(_Section):
     manifest: str = Field(description="Manifest file (CSV/JSONL) or folder with genuine/ and counterfeit/.")
-    image_size: int = Field(default=224, ge=32, le=1024, description="Square model input side.")
+    image_size: int = Field(
+        default=224,
+        ge=32,
+        le=1024,
+        multiple_of=32,
+        description="Square model input side; a multiple of 32, the backbone's stride, so each map "
+        "cell covers a whole 32-pixel square of the input.",
+    )
     resize: ResizePolicy = "stretch"
     draft_size: int = Field(
         default=448, ge=32, description="JPEGs decode at reduced scale down to this side."

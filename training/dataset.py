@@ -189,11 +189,12 @@ def tell_boxes(record: Record) -> dict[int, int] | None:
 
     Dense (per-location) supervision needs to know where *every* tell of the photo is: that holds
     for flag-labelled photos (``flags`` not ``None``) each of whose flags has at least one box.
-    Genuine photos with ``flags=()`` qualify with no boxes: no location of theirs is a tell.
-    Returns ``None`` for any other photo.
+    Genuine photos with ``flags=()`` qualify with no boxes: no location of theirs is a tell. A
+    counterfeit with ``flags=()`` does not (its tells are somewhere, unnamed). Returns ``None``
+    for any photo that does not qualify.
     """
-    if record.flags is None:
-        return None
+    if record.flags is None or (record.label != "genuine" and not record.flags):
+        return None  # not labelled, or a fake whose tells nobody named: nowhere to point at
     tells = {i: flag_index(b.name) for i, b in enumerate(record.boxes) if b.name != PRODUCT_BOX}
     if {flag_index(f) for f in record.flags} - set(tells.values()):
         return None

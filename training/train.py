@@ -142,6 +142,8 @@ def check_compatible(ckpt: Checkpoint, cfg: TrainConfig, path: Path) -> None:
     problems = []
     if got.backbone != want.backbone:
         problems.append(f"backbone {got.backbone!r} (config: {want.backbone!r})")
+    if got.freeze != want.freeze:
+        problems.append(f"frozen parts {list(got.freeze)} (config: {list(want.freeze)})")
     if (got.pool, got.pool_r) != (want.pool, want.pool_r):
         problems.append(f"pooling {got.pool} r={got.pool_r} (config: {want.pool} r={want.pool_r})")
     if got.num_flags != want.num_flags:

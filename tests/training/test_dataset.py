@@ -117,3 +117,4 @@ def test_photos_whose_tells_are_all_boxed_get_dense_targets(records: list) -> No
     assert unlabelled[3][5] == 0.0  # no flag labels: the maps are left to the photo-level loss
     unboxed = [replace(r, boxes=tuple(b for b in r.boxes if b.name == "product")) for r in records]
     assert tell_boxes(unboxed[3]) is None  # a flag without a box cannot be located
+    assert tell_boxes(replace(records[3], flags=())) is None  # a fake's unnamed tells are somewhere

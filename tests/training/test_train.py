@@ -205,6 +205,24 @@ def test_checkpoint_from_another_architecture_is_refused(
     assert result.exit_code == 2
     assert "another architecture" in result.output and "efficientnet_lite0" in result.output
     assert "mobilenetv3_small_050" in result.output
+    cfg = tiny_config(tmp_path, tiny_manifest, model={"freeze": ["conv_stem"]})
+    result = _cli("train", "--config", str(write_config(tmp_path, cfg)), "--resume", str(run_dir / "last.pt"))
+    assert result.exit_code == 2 and "frozen parts [] (config: ['conv_stem'])" in result.output
+
+
+def test_checkpoints_from_before_configurable_pooling_load_as_mean_pooled(finished, tmp_path: Path) -> None:
+    _, run_dir = finished
+    raw = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)
+    for key in ("pool", "pool_r", "freeze"):
+        raw["spec"].pop(key)
+    torch.save(raw, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").spec.pool == "mean"
+
+
+def test_image_size_must_be_a_multiple_of_the_stride(tmp_path: Path, tiny_manifest: Path) -> None:
+    cfg = tiny_config(tmp_path, tiny_manifest)
+    result = _cli("train", "--config", str(write_config(tmp_path, cfg)), "--set", "data.image_size=240")
+    assert result.exit_code == 2 and "image_size" in result.output and "multiple of 32" in result.output
 
 
 def test_existing_run_is_not_overwritten_silently(finished) -> None:
