@@ -278,7 +278,9 @@ def quantize_int8(
             lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
         try:
             # Shape inference and ORT's graph optimisations first, as ONNX Runtime recommends.
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+            # ONNX's own shape inference: the graph's shapes are static but for the batch, and
+            # ORT's symbolic pass cannot follow the opset-18 reductions of the LSE pooling.
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
             excluded = float_node_names(prepared) if settings.float_heads else ()
             quantize_static(
                 str(prepared),
