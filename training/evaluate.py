@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from model.bundle import Decision
-from model.decision import judge_image, map_box, usability_reasons
+from model.decision import judge_image, judge_item, map_box, usability_reasons
 from model.flags import FLAG_NAMES, LABELS
 from model.imaging import Geometry, sharpness
 from model.logs import log_event
@@ -229,6 +229,39 @@ def breakdown(records: Sequence, labels: np.ndarray, p: np.ndarray, verdicts: Se
                 **operating_point(y, list(v[idx])),
             }
     return out
+
+
+def item_metrics(
+    records: Sequence,
+    labels: np.ndarray,
+    p: np.ndarray,
+    reasons: Sequence[Sequence[str]],
+    decision: Decision,
+    bins: int,
+) -> dict[str, Any] | None:
+    """The verdict investigators get: photos of one ``item_id`` combined as serving combines them.
+
+    Each item's probability is :func:`model.decision.judge_item`'s (mean logit of its usable
+    photos); ``None`` when no item has more than one photo here (the photo metrics say it all).
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        groups[r.item_id or f"photo:{i}"].append(i)
+    if all(len(g) == 1 for g in groups.values()):
+        return None
+    outcomes = [
+        judge_item([(float(p[i]), tuple(reasons[i])) for i in idx], decision) for idx in groups.values()
+    ]
+    y = np.array([labels[idx[0]] for idx in groups.values()])
+    p_item = np.array([o.counterfeit_probability for o in outcomes])
+    sizes = Counter(len(g) for g in groups.values())
+    return {
+        "n": len(groups),
+        "n_counterfeit": int(y.sum()),
+        "photos_per_item": {str(k): v for k, v in sorted(sizes.items())},
+        **score_metrics(y, p_item, bins),
+        **operating_point(y, [o.verdict for o in outcomes]),
+    }
 
 
 SUBTLETY_BINS = ((0.0, 1 / 3, "obvious"), (1 / 3, 2 / 3, "medium"), (2 / 3, 1.0001, "subtle"))
@@ -600,6 +633,22 @@ def markdown(report: dict[str, Any]) -> str:
         )
     else:
         lines.append("No counterfeit photo here has boxes.")
+    items = report.get("items")
+    if items:
+        lines += [
+            "",
+            "## Items (photos of one item_id combined, as serving does)",
+            "",
+            f"{items['n']} items ({items['n_counterfeit']} counterfeit); photos per item: "
+            + ", ".join(f"{k}: {v}" for k, v in items["photos_per_item"].items())
+            + ".",
+            "",
+            "| ROC-AUC | recall at 1% false accusations | recall at 5% | ECE | false accusations | recall | inconclusive |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| {_fmt(items['roc_auc'])} | {_fmt(items['recall_at_far_1pct'])} | {_fmt(items['recall_at_far_5pct'])} "
+            f"| {_fmt(items['ece'])} | {_fmt(items['false_accusation_rate'])} | {_fmt(items['counterfeit_recall'])} "
+            f"| {_fmt(items['inconclusive_rate'])} |",
+        ]
     tells = report.get("tells")
     if tells:
         lines += [
@@ -864,6 +913,7 @@ def evaluate_checkpoint(
         "ece_uncalibrated": reliability(p_uncal, labels, ecfg.ece_bins).ece,
     }
     op = operating_point(labels, verdicts)
+    items_section = item_metrics(records, labels, p, [o.reasons for o in outcomes], decision, ecfg.ece_bins)
     summary = {
         "evaluated": target.name,
         "n": len(records),
@@ -878,6 +928,9 @@ def evaluate_checkpoint(
         "localisation_chance": loc_section["chance"],
         "ood_rate": float(np.mean(ood_scores > ckpt.ood.threshold)),
     }
+    if items_section is not None:
+        for key in ("n", "roc_auc", "recall_at_far_1pct", "recall_at_far_5pct", "ece"):
+            summary[f"item_{key}"] = items_section[key]
     if ood_extra and "non_product_photos" in ood_extra:
         summary["ood_rate_non_product_photos"] = ood_extra["non_product_photos"]["flagged_rate"]
     if probe_section is not None:
@@ -914,6 +967,7 @@ def evaluate_checkpoint(
         "localisation": loc_section,
         "breakdowns": breakdown(records, labels, p, verdicts),
         "tells": tell_breakdown(records, labels, p, verdicts),
+        "items": items_section,
         "probe": probe_section,
         "plots": plots,
         "files": {

@@ -161,3 +161,32 @@ def test_cam_of_the_trained_model_is_exact(trained: Path) -> None:
         out = net(torch.randn(2, 3, 64, 64))
     pooled = pool_map(out["cam"], net.spec.pool, net.spec.pool_r)
     torch.testing.assert_close(pooled, out["counterfeit_logit"], rtol=1e-5, atol=1e-5)
+
+
+def test_item_metrics_combine_photos_as_serving_does() -> None:
+    from model.bundle import Decision
+    from model.flags import FLAG_NAMES
+    from training.data.manifest import Record
+    from training.evaluate import item_metrics
+
+    # item a (genuine): one photo looks fake, one clearly genuine; item b (fake): both look fake
+    recs = [Record(Path(f"/x/{k}.jpg"), lab, item_id=i) for k, (lab, i) in enumerate(
+        [("genuine", "a"), ("genuine", "a"), ("counterfeit", "b"), ("counterfeit", "b"), ("genuine", "c")]
+    )]  # fmt: skip
+    labels = np.array([0, 0, 1, 1, 0])
+    p = np.array([0.7, 0.05, 0.8, 0.9, 0.2])
+    decision = Decision(
+        temperature=1.0,
+        counterfeit_threshold=0.6,
+        genuine_threshold=0.4,
+        max_false_accusation_rate=0.05,
+        max_miss_rate=0.1,
+        flag_thresholds={f: 0.5 for f in FLAG_NAMES},
+    )
+    m = item_metrics(recs, labels, p, [(), (), (), ("too_blurry",), ()], decision, 15)
+    assert m is not None and m["n"] == 3 and m["n_counterfeit"] == 1
+    assert m["photos_per_item"] == {"1": 1, "2": 2}
+    # a: mean logit of 0.7 and 0.05 -> below 0.4, genuine; b: only its usable photo (0.8) counts
+    assert m["false_accusation_rate"] == 0.0 and m["counterfeit_recall"] == 1.0 and m["roc_auc"] == 1.0
+    single = [Record(Path(f"/x/{k}.jpg"), "genuine", item_id=str(k)) for k in range(3)]
+    assert item_metrics(single, np.zeros(3), np.zeros(3), [()] * 3, decision, 15) is None
