@@ -43,11 +43,14 @@ def test_drop_photos_and_see_verdict_with_overlays(
     page_server: Server, browser, sneakers_dir: Path, tmp_path: Path
 ) -> None:
     photos = sorted((sneakers_dir / "genuine").glob("*.jpg"))[:2]
+    from playwright.sync_api import expect
+
     page = browser.new_page(viewport={"width": 1200, "height": 1000})
     requested: list[str] = []
     page.on("request", lambda r: requested.append(r.url))
     page.goto(page_server.url + "/")
-    page.wait_for_function("document.getElementById('model-line').textContent.includes('Model tiny')")
+    # Playwright's expect() polls without evaluating strings: the page's CSP forbids eval.
+    expect(page.locator("#model-line")).to_contain_text("Model tiny")
 
     # a real drop event carrying two File objects
     payload = [{"name": p.name, "b64": base64.b64encode(p.read_bytes()).decode()} for p in photos]
@@ -73,9 +76,9 @@ def test_drop_photos_and_see_verdict_with_overlays(
     assert "%" in page.locator("#auth-score").inner_text()
     overlays = page.locator("img.overlay")
     assert overlays.count() == 2
-    page.wait_for_function(
-        "Array.from(document.querySelectorAll('img.overlay')).every(i => i.complete && i.naturalWidth > 0)"
-    )
+    for i in range(2):
+        expect(overlays.nth(i)).to_have_js_property("complete", True)
+    assert overlays.evaluate_all("imgs => imgs.every(i => i.naturalWidth > 0)")
     if verdict == "INCONCLUSIVE":
         assert page.locator("#reasons li").count() >= 1
     page.get_by_text("Evidence receipt and model").click()
