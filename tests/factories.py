@@ -8,7 +8,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from model.bundle import Decision
 from model.flags import FLAG_NAMES
+
+
+def decision(**overrides: object) -> Decision:
+    """Thresholds for verdict tests: counterfeit at 0.8, genuine at 0.3, every flag at 0.5."""
+    fields: dict[str, object] = {
+        "temperature": 1.0,
+        "counterfeit_threshold": 0.8,
+        "genuine_threshold": 0.3,
+        "max_false_accusation_rate": 0.01,
+        "max_miss_rate": 0.05,
+        "flag_thresholds": {f: 0.5 for f in FLAG_NAMES},
+        "min_image_side": 128,
+        "min_sharpness": 10.0,
+    }
+    return Decision.model_validate(fields | overrides)
 
 
 def jpeg_bytes(

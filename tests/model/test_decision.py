@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import factories
 import numpy as np
 import pytest
 
@@ -18,21 +19,11 @@ from model.decision import (
     map_box,
     usability_reasons,
 )
-from model.flags import FLAG_NAMES
 
 
 @pytest.fixture
 def decision() -> Decision:
-    return Decision(
-        temperature=1.0,
-        counterfeit_threshold=0.8,
-        genuine_threshold=0.3,
-        max_false_accusation_rate=0.01,
-        max_miss_rate=0.05,
-        flag_thresholds={f: 0.5 for f in FLAG_NAMES},
-        min_image_side=128,
-        min_sharpness=10.0,
-    )
+    return factories.decision()
 
 
 @pytest.mark.parametrize(

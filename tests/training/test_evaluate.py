@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import factories
 import numpy as np
 import pytest
 import torch
@@ -164,8 +165,6 @@ def test_cam_of_the_trained_model_is_exact(trained: Path) -> None:
 
 
 def test_item_metrics_combine_photos_as_serving_does() -> None:
-    from model.bundle import Decision
-    from model.flags import FLAG_NAMES
     from training.data.manifest import Record
     from training.evaluate import item_metrics
 
@@ -175,14 +174,7 @@ def test_item_metrics_combine_photos_as_serving_does() -> None:
     )]  # fmt: skip
     labels = np.array([0, 0, 1, 1, 0])
     p = np.array([0.7, 0.05, 0.8, 0.9, 0.2])
-    decision = Decision(
-        temperature=1.0,
-        counterfeit_threshold=0.6,
-        genuine_threshold=0.4,
-        max_false_accusation_rate=0.05,
-        max_miss_rate=0.1,
-        flag_thresholds={f: 0.5 for f in FLAG_NAMES},
-    )
+    decision = factories.decision(counterfeit_threshold=0.6, genuine_threshold=0.4)
     m = item_metrics(recs, labels, p, [(), (), (), ("too_blurry",), ()], decision, 15)
     assert m is not None and m["n"] == 3 and m["n_counterfeit"] == 1
     assert m["photos_per_item"] == {"1": 1, "2": 2}
