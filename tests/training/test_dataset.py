@@ -43,13 +43,13 @@ def test_sampler_shards_cover_every_photo_once_per_epoch_and_depend_on_the_epoch
     assert len(odd[0]) == len(odd[1]) == 4 and set(odd[0] + odd[1]) == set(range(7))
 
 
+def _train_set(records: list, image_size: int) -> TrainDataset:
+    augmenter = Augmenter(AugmentConfig(), image_size=image_size, resize="stretch")
+    return TrainDataset(records, augmenter=augmenter, draft_size=64, seed=0)
+
+
 def test_training_samples_are_keyed_by_epoch_and_index(records: list) -> None:
-    ds = TrainDataset(
-        records,
-        augmenter=Augmenter(AugmentConfig(), image_size=32, resize="stretch"),
-        draft_size=64,
-        seed=0,
-    )
+    ds = _train_set(records, image_size=32)
     a, b, c = ds[3], ds[3], ds[3 + len(ds)]  # same epoch twice, then the next epoch
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
     assert a[0].shape == (32, 32, 3) and a[1] == 1.0  # index 3 is counterfeit
@@ -94,12 +94,7 @@ def test_tiny_dataset_is_valid(tmp_path: Path) -> None:
 
 
 def test_photos_whose_tells_are_all_boxed_get_dense_targets(records: list) -> None:
-    ds = TrainDataset(
-        records,
-        augmenter=Augmenter(AugmentConfig(), image_size=64, resize="stretch"),
-        draft_size=64,
-        seed=0,
-    )
+    ds = _train_set(records, image_size=64)
     fake = ds[3]  # counterfeit with boxed color_shift (and maybe stitch_irregular)
     boxes, dense = fake[4], fake[5]
     assert dense == 1.0 and boxes.shape == (MAX_TELL_BOXES, 5)
@@ -108,12 +103,7 @@ def test_photos_whose_tells_are_all_boxed_get_dense_targets(records: list) -> No
     assert ((rows[:, 1:] >= -1) & (rows[:, 1:] <= 65)).all()  # in model-input pixels
     genuine = ds[0]
     assert genuine[5] == 1.0 and (genuine[4][:, 0] == -1).all()  # flags=(): nowhere a tell
-    unlabelled = TrainDataset(
-        [replace(r, flags=None) for r in records],
-        augmenter=Augmenter(AugmentConfig(), image_size=64, resize="stretch"),
-        draft_size=64,
-        seed=0,
-    )
+    unlabelled = _train_set([replace(r, flags=None) for r in records], image_size=64)
     assert unlabelled[3][5] == 0.0  # no flag labels: the maps are left to the photo-level loss
     unboxed = [replace(r, boxes=tuple(b for b in r.boxes if b.name == "product")) for r in records]
     assert tell_boxes(unboxed[3]) is None  # a flag without a box cannot be located
