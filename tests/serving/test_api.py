@@ -263,6 +263,16 @@ def test_request_body_limit_is_json(server: Server) -> None:
     assert r.json()["error"]["code"] == "request_too_large"
 
 
+def test_broken_multipart_is_a_documented_400(server: Server) -> None:
+    """A body that claims multipart but is not: JSON 400 with its code, and the schema says so."""
+    headers = {"Content-Type": "multipart/form-data; boundary=abc"}
+    with server.client() as c:
+        r = c.post("/v1/score", content=b"--abc\r\nNone--abc--\r\n", headers=headers)
+        documented = c.get("/openapi.json").json()["paths"]["/v1/score"]["post"]["responses"]
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+    assert "400" in documented
+
+
 def test_ops_endpoints(server: Server) -> None:
     with server.client() as c:
         c.post("/v1/score", files=[("files", ("m.jpg", jpeg_bytes(120, 120)))])

@@ -8,18 +8,21 @@ refused. Slow (about a minute): ``make test-all``.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from serverutil import API_KEY, Server
-
-pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra")
 
 pytestmark = pytest.mark.slow
 
 
 def test_generated_requests_never_break_the_api(server: Server) -> None:
+    with urllib.request.urlopen(server.url + "/openapi.json") as answer:
+        paths = json.load(answer)["paths"]
+    operations = sum(len(methods) for methods in paths.values())
     proc = subprocess.run(
         [
             sys.executable, "-m", "schemathesis.cli", "--no-color", "run", server.url + "/openapi.json",
@@ -37,4 +40,5 @@ def test_generated_requests_never_break_the_api(server: Server) -> None:
         timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert "Tested: 6" in proc.stdout, proc.stdout[-3000:]  # every operation but reload was exercised
+    # every operation but reload was exercised
+    assert f"Tested: {operations - 1}" in proc.stdout, proc.stdout[-3000:]

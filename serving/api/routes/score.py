@@ -36,6 +36,7 @@ ExplainQuery = Annotated[
 ]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Body is not well-formed multipart/form-data."},
     401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
     413: {"model": ErrorResponse, "description": "Request or photo larger than allowed."},
     422: {
