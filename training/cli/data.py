@@ -209,8 +209,7 @@ def split(
             val_fraction=val,
             test_fraction=test,
             seed=seed,
-            threshold=threshold,
-            duplicate_pairs=pairs,
+            groups=groups,
         )
         written = write_manifest(records, out)
     counts = split_counts(records)

@@ -86,6 +86,7 @@ def split_records(
     seed: int,
     threshold: int = DUPLICATE_THRESHOLD,
     duplicate_pairs: Sequence[tuple[int, int]] | None = None,
+    groups: np.ndarray | None = None,
 ) -> list[Record]:
     """Assign ``train``/``val``/``test`` to every record, leak-free and stratified by label.
 
@@ -99,6 +100,8 @@ def split_records(
         seed: Varies which groups go where.
         threshold: Near-duplicate distance in bits for photos without ``item_id``.
         duplicate_pairs: Known near-duplicate index pairs (skips hashing), see :func:`group_records`.
+        groups: :func:`group_records` of these records, when the caller already has it (skips
+            hashing and reading the files again; ``threshold`` and ``duplicate_pairs`` unused).
 
     Returns:
         New records in the input order with ``split`` set. A record that already has a split
@@ -111,7 +114,8 @@ def split_records(
     _check_fractions(val_fraction, test_fraction)
     if not records:
         return []
-    groups = group_records(records, threshold=threshold, duplicate_pairs=duplicate_pairs)
+    if groups is None:
+        groups = group_records(records, threshold=threshold, duplicate_pairs=duplicate_pairs)
     members: dict[int, list[int]] = {}
     for k, g in enumerate(groups):
         members.setdefault(int(g), []).append(k)

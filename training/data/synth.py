@@ -1219,6 +1219,17 @@ def _write_range(out_dir: str, seed: int, size: int, jobs: list[tuple[int, int, 
     return rows
 
 
+def _render_parts(
+    out: str, seed: int, size: int, parts: list[list[tuple[int, int, int]]], workers: int
+) -> Iterator[list[dict]]:
+    """Manifest rows of each part of the jobs, in order, as each is written."""
+    if workers == 1:
+        yield from (_write_range(out, seed, size, p) for p in parts)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_write_range, *zip(*[(out, seed, size, p) for p in parts], strict=True))
+
+
 def generate(
     out_dir: str | Path,
     *,
@@ -1270,20 +1281,10 @@ def generate(
     chunk = max(1, min(64, len(jobs) // (workers * 4) or 1))
     parts = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
     rows = []
-    if workers == 1:
-        done: Iterator[list[dict]] = (_write_range(str(out), seed, size, p) for p in parts)
-        for part in done:
-            rows += part
-            if progress is not None:
-                progress(len(part))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for part in pool.map(
-                _write_range, *zip(*[(str(out), seed, size, p) for p in parts], strict=True)
-            ):
-                rows += part
-                if progress is not None:
-                    progress(len(part))
+    for part in _render_parts(str(out), seed, size, parts, workers):
+        rows += part
+        if progress is not None:
+            progress(len(part))
     rows.sort(key=lambda r: r["index"])
     records = [
         Record(

@@ -28,12 +28,14 @@ def synth_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_same_seed_same_bytes_whatever_the_workers(synth_set: Path, tmp_path: Path) -> None:
-    again = tmp_path / "again"
-    generate(again, n=40, seed=7, workers=2, contact_sheet_count=0)
+    again, steps = tmp_path / "again", []
+    generate(again, n=40, seed=7, workers=2, contact_sheet_count=0, progress=steps.append)
+    assert sum(steps) == 40 and len(steps) > 1  # progress as parts finish, every photo counted
     assert _digests(again) == _digests(synth_set)
     assert (again / "manifest.csv").read_bytes() == (synth_set / "manifest.csv").read_bytes()
-    other = tmp_path / "other"
-    generate(other, n=40, seed=8, contact_sheet_count=0)
+    other, steps = tmp_path / "other", []
+    generate(other, n=40, seed=8, contact_sheet_count=0, progress=steps.append)
+    assert sum(steps) == 40
     assert not set(_digests(other).values()) & set(_digests(synth_set).values())
 
 
