@@ -28,7 +28,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from training.checkpoint import Checkpoint
-    from training.export import ExportImages
+    from training.export.run import ExportImages
 
 
 def _line(**fields: object) -> None:
@@ -41,11 +41,11 @@ def exporters(ckpt: Checkpoint, images: ExportImages, out: Path, repeats: int) -
     import torch
 
     from model.bundle import INPUT_NAME, OUTPUT_NAMES
-    from model.network import ServingGraph
-    from training.export import check_parity, export_onnx
-    from training.quantize import make_session, time_side_by_side
+    from model.session import make_session
+    from training.export.quantize import time_side_by_side
+    from training.export.run import check_parity, export_onnx, serving_graph
 
-    graph = ServingGraph(ckpt.build_network(), temperature=ckpt.calibration.temperature).eval()
+    graph = serving_graph(ckpt)
     size = ckpt.input.image_size
     paths = {"dynamo": out / "dynamo.onnx", "torchscript": out / "torchscript.onnx"}
     start = time.perf_counter()
@@ -86,15 +86,9 @@ def int8(ckpt: Checkpoint, images: ExportImages, fp32: Path, out: Path, batch: i
     from sklearn.metrics import roc_auc_score
 
     from model.bundle import OODStats
-    from training.quantize import (
-        QuantSettings,
-        _verdicts,
-        expected_calibration_error,
-        make_session,
-        quantize_int8,
-        run_batches,
-        time_side_by_side,
-    )
+    from model.session import make_session, run_batches
+    from training.export.quantize import QuantSettings, quantize_int8, time_side_by_side, verdict_flips
+    from training.metrics import reliability
 
     variants = {
         "U8S8 QDQ per-channel minmax, float heads (default)": QuantSettings(),
@@ -108,7 +102,6 @@ def int8(ckpt: Checkpoint, images: ExportImages, fp32: Path, out: Path, batch: i
     x, y = images.evaluation.pixels, images.evaluation.labels
     ref = run_batches(make_session(fp32), x)
     pf = 1.0 - ref["p_genuine"]
-    low, high = ckpt.calibration.genuine_threshold, ckpt.calibration.counterfeit_threshold
     ood = OODStats(ckpt.ood.means, ckpt.ood.precision)
     ood_f = ood.score(ref["embedding"]) > ckpt.ood.threshold
     _line(
@@ -118,7 +111,7 @@ def int8(ckpt: Checkpoint, images: ExportImages, fp32: Path, out: Path, batch: i
         photos=len(x),
         calibration_photos=len(images.calibration),
         roc_auc=round(float(roc_auc_score(y, pf)), 4),
-        ece=round(expected_calibration_error(pf, y), 4),
+        ece=round(reliability(pf, y).ece, 4),
         mb=round(fp32.stat().st_size / 1e6, 2),
     )
     paths = {"fp32": fp32}
@@ -135,10 +128,10 @@ def int8(ckpt: Checkpoint, images: ExportImages, fp32: Path, out: Path, batch: i
             variant=name,
             quantize_s=round(seconds, 1),
             roc_auc=round(float(roc_auc_score(y, pq)), 4),
-            ece=round(expected_calibration_error(pq, y), 4),
+            ece=round(reliability(pq, y).ece, 4),
             mean_abs_dp=round(float(diff.mean()), 4),
             max_abs_dp=round(float(diff.max()), 4),
-            verdict_flips=int((_verdicts(pf, low, high) != _verdicts(pq, low, high)).sum()),
+            verdict_flips=verdict_flips(pf, pq, ckpt.decision),
             ood_flips=int(((ood.score(got["embedding"]) > ckpt.ood.threshold) != ood_f).sum()),
             mb=round(path.stat().st_size / 1e6, 2),
         )
@@ -164,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from training.checkpoint import load_checkpoint
-    from training.export import export_onnx, images_for_checkpoint
+    from training.export.run import export_onnx, images_for_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     images = images_for_checkpoint(ckpt, args.checkpoint, args.images)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -122,7 +122,12 @@ def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def config_hash(config: BaseModel) -> str:
-    """SHA-256 of the resolved config's canonical JSON."""
-    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def config_hash(config: BaseModel | Mapping[str, Any]) -> str:
+    """SHA-256 of a resolved config's canonical JSON (sorted keys, no spaces).
+
+    A config and the mapping it dumps to (as saved in checkpoints) hash alike, so a run, its
+    checkpoint and its bundle quote one hash.
+    """
+    data = config.model_dump(mode="json") if isinstance(config, BaseModel) else config
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

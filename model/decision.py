@@ -19,10 +19,9 @@ same rule:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 
@@ -44,18 +43,30 @@ REASONS: tuple[str, ...] = (
     REASON_NO_USABLE,
 )
 
-_EPS = 1e-6
+_EPS = 1e-7
+
+# The one logit/sigmoid pair of the project: floats in, floats out; arrays in, arrays out.
 
 
-def logit(p: float) -> float:
-    """Log-odds of ``p``, clipped away from 0 and 1."""
-    p = min(max(p, _EPS), 1.0 - _EPS)
-    return math.log(p / (1.0 - p))
+@overload
+def logit(p: float) -> float: ...
+@overload
+def logit(p: np.ndarray) -> np.ndarray: ...
+def logit(p: float | np.ndarray) -> float | np.ndarray:
+    """Log-odds of ``p``, clipped away from 0 and 1 (by 1e-7)."""
+    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0 - _EPS)
+    out = np.log(q) - np.log1p(-q)
+    return float(out) if out.ndim == 0 else out
 
 
-def sigmoid(x: float) -> float:
-    """Inverse of :func:`logit`."""
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+@overload
+def sigmoid(x: float) -> float: ...
+@overload
+def sigmoid(x: np.ndarray) -> np.ndarray: ...
+def sigmoid(x: float | np.ndarray) -> float | np.ndarray:
+    """Inverse of :func:`logit` (``1 / (1 + exp(-x))``), without overflow for any ``x``."""
+    out = np.exp(-np.logaddexp(0.0, -np.asarray(x, dtype=np.float64)))
+    return float(out) if out.ndim == 0 else out
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def decode_figures(
 
 def model_figures(path: Path, input_size: tuple[int, int], threads: int) -> dict[str, float]:
     """Median ms per image of the ONNX graph at batch 1 and 8."""
-    from serving.predictor import make_session
+    from model.session import make_session
 
     session = make_session(path, threads)
     name = session.get_inputs()[0].name
@@ -215,7 +215,7 @@ def start_server(
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("AUTHLENS_")}, **(env or {})}
     env.setdefault("AUTHLENS_LOG_LEVEL", "WARNING")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.cli", "serve", "--bundle", str(bundle), "--port", str(port)],
+        [sys.executable, "-m", "authlens", "serve", "--bundle", str(bundle), "--port", str(port)],
         env=env,
         stdout=open(log, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import io
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from model.imaging import (
     sharpness,
 )
 from model.logs import log_event
+from model.session import make_session
 from serving.schemas import Box, Explanation, FlaggedFeature, ImageResult, ItemResult, ModelRef
 
 log = logging.getLogger(__name__)
@@ -100,18 +100,6 @@ class ItemOutcome:
     item: ItemResult
 
 
-def make_session(path: str | os.PathLike[str], threads: int) -> ort.InferenceSession:
-    """One CPU session; idle worker threads sleep instead of spinning, leaving the cores to decoding."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = max(1, threads)
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 class Predictor:
     """A verified bundle with its ONNX Runtime session.
 
@@ -127,7 +115,7 @@ class Predictor:
         self.manifest = bundle.manifest
         self.int8 = int8
         self.max_pixels = max_pixels
-        self.session = make_session(bundle.onnx_path(int8=int8), threads or os.cpu_count() or 1)
+        self.session = make_session(bundle.onnx_path(int8=int8), threads)
         spec = self.manifest.input
         self.input_size = (spec.height, spec.width)
         got = [o.name for o in self.session.get_outputs()]

@@ -56,7 +56,7 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0):
     import torch
 
     from model.network import AuthLensNet, NetworkSpec
-    from training.checkpoint import Calibration, Checkpoint, InputSettings, OODReference
+    from training.checkpoint import Checkpoint, InputSettings, OODReference
 
     torch.manual_seed(seed)
     spec = NetworkSpec(backbone="efficientnet_lite0", pretrained="none", drop_rate=0.0)
@@ -69,12 +69,12 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0):
         input=InputSettings(
             image_size=image_size, resize="stretch", draft_size=image_size * 2, mean=net.mean, std=net.std
         ),
-        calibration=Calibration(
+        decision=decision(
             temperature=1.3,
             counterfeit_threshold=0.6,
             genuine_threshold=0.4,
-            flag_thresholds={f: 0.5 for f in FLAG_NAMES},
             min_image_side=32,
+            min_sharpness=0.0,
         ),
         ood=OODReference(
             means=np.zeros((2, dim), np.float32),
@@ -91,6 +91,6 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0):
 
 def tiny_bundle(out_dir: Path, image_size: int = 64):
     """Export :func:`tiny_checkpoint` into ``out_dir`` and return the verified bundle."""
-    from training.export import export_bundle
+    from training.export.run import export_bundle
 
     return export_bundle(tiny_checkpoint(image_size), out_dir, name="tiny", version="test")

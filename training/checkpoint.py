@@ -3,39 +3,31 @@
 A checkpoint is a ``torch.save`` dict holding plain data only (tensors, numbers, strings,
 lists, dicts), loaded with ``weights_only=True``. ``best.pt`` holds what export needs;
 ``last.pt`` adds the optimizer, scheduler, EMA and RNG states for an exact ``--resume``.
+
+The decision settings are stored as the bundle's own :class:`model.bundle.Decision`, so a
+calibrated checkpoint carries exactly what a bundle will. Format 1 (before 2026-12) stored the
+same fields under ``calibration``; such checkpoints still load.
 """
 
 from __future__ import annotations
 
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from model.bundle import Decision
+from model.flags import FLAG_NAMES
 from model.network import AuthLensNet, NetworkSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message says why and what to do."""
-
-
-@dataclass
-class Calibration:
-    """Decision settings fitted on validation (the fields of :class:`model.bundle.Decision`)."""
-
-    temperature: float = 1.0
-    counterfeit_threshold: float = 0.5
-    genuine_threshold: float = 0.5
-    max_false_accusation_rate: float = 0.01
-    max_miss_rate: float = 0.05
-    flag_thresholds: dict[str, float] = field(default_factory=dict)
-    min_image_side: int = 128
-    min_sharpness: float = 0.0
 
 
 @dataclass
@@ -67,7 +59,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     config: dict[str, Any]
     input: InputSettings
-    calibration: Calibration
+    decision: Decision | None  # fitted on validation once training ends; None before
     ood: OODReference | None
     data: dict[str, Any]  # manifest path and hash, split sizes
     metrics: dict[str, Any]  # validation metrics at the saved epoch
@@ -102,7 +94,7 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
         "state_dict": ckpt.state_dict,
         "config": ckpt.config,
         "input": asdict(ckpt.input),
-        "calibration": asdict(ckpt.calibration),
+        "decision": None if ckpt.decision is None else ckpt.decision.model_dump(mode="json"),
         "ood": None
         if ckpt.ood is None
         else {
@@ -153,7 +145,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         input=InputSettings(
             **{**raw["input"], "mean": tuple(raw["input"]["mean"]), "std": tuple(raw["input"]["std"])}
         ),
-        calibration=Calibration(**raw["calibration"]),
+        decision=_decision(raw),
         ood=None
         if ood is None
         else OODReference(
@@ -168,6 +160,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         git_commit=str(raw["git_commit"]),
         train_state=raw.get("train_state"),
     )
+
+
+def _decision(raw: dict[str, Any]) -> Decision | None:
+    """The stored decision settings; format 1 kept them as ``calibration``, filled even before calibrating."""
+    if "decision" in raw:
+        return None if raw["decision"] is None else Decision.model_validate(raw["decision"])
+    if raw.get("ood") is None:  # format 1, not calibrated: its calibration held placeholders
+        return None
+    cal = dict(raw["calibration"])
+    cal["flag_thresholds"] = {f: cal.get("flag_thresholds", {}).get(f, 0.5) for f in FLAG_NAMES}
+    return Decision.model_validate(cal)
 
 
 def git_commit(cwd: Path | None = None) -> str:

@@ -110,7 +110,7 @@ class OptimConfig(_Section):
 
 
 class AugmentConfig(_Section):
-    """Training augmentation (see :mod:`training.augment` for why each one is there)."""
+    """Training augmentation (see :mod:`training.data.augment` for why each one is there)."""
 
     enabled: bool = True
     crop: float = Field(default=0.12, ge=0, lt=0.5, description="Max share cut from each border.")

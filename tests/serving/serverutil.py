@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-AUTHLENS = [sys.executable, "-m", "serving.cli"]
+AUTHLENS = [sys.executable, "-m", "authlens"]
 API_KEY = "test-api-key-0123456789"
 ADMIN_KEY = "test-admin-key-9876543210"
 

@@ -8,7 +8,7 @@ Usage: ``authlens data synth --out datasets/synthetic --n 600 --seed 0``;
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,14 +22,22 @@ data_app = typer.Typer(help="Synthesise, validate and split datasets.", no_args_
 
 @data_app.command(help="Generate synthetic product photos with labelled tells.")
 def synth(
-    out: Path = typer.Option(..., "--out", help="Output folder (images/, manifest.csv, contact_sheet.png)."),
-    n: int = typer.Option(600, "--n", min=1, help="Number of photos."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same bytes."),
-    size: int = typer.Option(384, "--size", min=64, max=2048, help="Square photo side in pixels."),
-    min_photos: int = typer.Option(1, "--min-photos", min=1, help="Fewest photos per physical item."),
-    max_photos: int = typer.Option(4, "--max-photos", min=1, help="Most photos per physical item."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Processes to render with."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a synthetic set already in --out."),
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (images/, manifest.csv, contact_sheet.png).")
+    ],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of photos.")] = 600,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same bytes.")] = 0,
+    size: Annotated[int, typer.Option("--size", min=64, max=2048, help="Square photo side in pixels.")] = 384,
+    min_photos: Annotated[
+        int, typer.Option("--min-photos", min=1, help="Fewest photos per physical item.")
+    ] = 1,
+    max_photos: Annotated[
+        int, typer.Option("--max-photos", min=1, help="Most photos per physical item.")
+    ] = 4,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes to render with.")] = 1,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a synthetic set already in --out.")
+    ] = False,
 ) -> None:
     import time
     from collections import Counter
@@ -74,11 +82,17 @@ def synth(
 
 @data_app.command(help="Open every image of a dataset and report problems and near-duplicates.")
 def validate(
-    path: Path = typer.Argument(..., help="Manifest (CSV/JSONL) or dataset folder."),
-    report: Path | None = typer.Option(None, "--report", help="Write the full JSON report here."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 on bad rows, unreadable photos or leaks."),
-    threshold: int = typer.Option(8, "--threshold", min=0, max=32, help="Near-duplicate distance in bits."),
-    min_side: int = typer.Option(128, "--min-side", min=1, help="List photos whose shorter side is smaller."),
+    path: Annotated[Path, typer.Argument(help="Manifest (CSV/JSONL) or dataset folder.")],
+    report: Annotated[Path | None, typer.Option("--report", help="Write the full JSON report here.")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 on bad rows, unreadable photos or leaks.")
+    ] = False,
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=0, max=32, help="Near-duplicate distance in bits.")
+    ] = 8,
+    min_side: Annotated[
+        int, typer.Option("--min-side", min=1, help="List photos whose shorter side is smaller.")
+    ] = 128,
 ) -> None:
     import json
 
@@ -177,13 +191,19 @@ def _print_validation(console: Console, data: dict[str, Any], report: Path | Non
 
 @data_app.command(help="Write a leak-free, stratified, grouped train/val/test split.")
 def split(
-    path: Path = typer.Argument(..., help="Manifest (CSV/JSONL) or dataset folder."),
-    out: Path = typer.Option(..., "--out", help="Manifest to write (CSV, or .jsonl), with a split column."),
-    val: float = typer.Option(0.15, "--val", help="Share of each label for validation."),
-    test: float = typer.Option(0.15, "--test", help="Share of each label for test (0 for none)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Varies which groups go where."),
-    threshold: int = typer.Option(8, "--threshold", min=0, max=32, help="Near-duplicate distance in bits."),
-    resplit: bool = typer.Option(False, "--resplit", help="Ignore splits already in the manifest."),
+    path: Annotated[Path, typer.Argument(help="Manifest (CSV/JSONL) or dataset folder.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Manifest to write (CSV, or .jsonl), with a split column.")
+    ],
+    val: Annotated[float, typer.Option("--val", help="Share of each label for validation.")] = 0.15,
+    test: Annotated[float, typer.Option("--test", help="Share of each label for test (0 for none).")] = 0.15,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Varies which groups go where.")] = 0,
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=0, max=32, help="Near-duplicate distance in bits.")
+    ] = 8,
+    resplit: Annotated[
+        bool, typer.Option("--resplit", help="Ignore splits already in the manifest.")
+    ] = False,
 ) -> None:
     from collections import Counter
     from dataclasses import replace

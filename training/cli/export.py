@@ -9,43 +9,58 @@ Run it under the shared CPU lock when it measures INT8 speed:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def export(
-    checkpoint: Path = typer.Option(
-        ..., "--checkpoint", "-c", help="Checkpoint written by training (best.pt)."
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write (created atomically)."),
-    int8: bool | None = typer.Option(
-        None, "--int8/--no-int8", help="Also write a statically quantized model.int8.onnx (default: config)."
-    ),
-    images: Path | None = typer.Option(
-        None,
-        "--images",
-        help="Manifest or genuine/+counterfeit/ folder for parity and INT8 (default: the run's split manifest).",
-    ),
-    name: str | None = typer.Option(None, help="Bundle name (default: the run name)."),
-    version: str | None = typer.Option(None, help="Bundle version (default: epoch<N>)."),
-    allow_auc_drop: bool = typer.Option(
-        False,
-        "--allow-auc-drop",
-        help="Keep an INT8 model whose ROC-AUC dropped more than allowed (recorded).",
-    ),
-    max_auc_drop: float | None = typer.Option(
-        None, min=0.0, help="Largest INT8 ROC-AUC drop accepted (default: config export.max_auc_drop, 0.01)."
-    ),
-    parity_tolerance: float | None = typer.Option(
-        None, min=0.0, help="Largest |ORT - torch| of the probabilities (default: config, 1e-4)."
-    ),
-    opset: int | None = typer.Option(None, min=17, help="ONNX opset (the exporter's minimum is 18)."),
-    eval_images: int = typer.Option(512, min=1, help="Held-out photos used at most for parity and INT8 AUC."),
-    calibration_images: int = typer.Option(
-        128, min=1, help="Training photos used at most for INT8 calibration."
-    ),
-    latency_batch: int = typer.Option(8, min=1, help="Batch size of the fp32/INT8 timing."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing bundle at --out."),
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", "-c", help="Checkpoint written by training (best.pt).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write (created atomically).")],
+    int8: Annotated[
+        bool | None,
+        typer.Option(
+            "--int8/--no-int8", help="Also write a statically quantized model.int8.onnx (default: config)."
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Manifest or genuine/+counterfeit/ folder for parity and INT8 (default: the run's split manifest).",
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Bundle name (default: the run name).")] = None,
+    version: Annotated[str | None, typer.Option(help="Bundle version (default: epoch<N>).")] = None,
+    allow_auc_drop: Annotated[
+        bool,
+        typer.Option(
+            "--allow-auc-drop", help="Keep an INT8 model whose ROC-AUC dropped more than allowed (recorded)."
+        ),
+    ] = False,
+    max_auc_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Largest INT8 ROC-AUC drop accepted (default: config export.max_auc_drop, 0.01)."
+        ),
+    ] = None,
+    parity_tolerance: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Largest |ORT - torch| of the probabilities (default: config, 1e-4)."),
+    ] = None,
+    opset: Annotated[
+        int | None, typer.Option(min=17, help="ONNX opset (the exporter's minimum is 18).")
+    ] = None,
+    eval_images: Annotated[
+        int, typer.Option(min=1, help="Held-out photos used at most for parity and INT8 AUC.")
+    ] = 512,
+    calibration_images: Annotated[
+        int, typer.Option(min=1, help="Training photos used at most for INT8 calibration.")
+    ] = 128,
+    latency_batch: Annotated[int, typer.Option(min=1, help="Batch size of the fp32/INT8 timing.")] = 8,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle at --out.")] = False,
 ) -> None:
     """Export a checkpoint to a verified ONNX bundle."""
     from rich.console import Console
@@ -55,7 +70,7 @@ def export(
     from model.cliutil import user_errors
     from training.checkpoint import CheckpointError
     from training.data.manifest import ManifestError
-    from training.export import ExportError, ExportSummary, export_checkpoint
+    from training.export.run import ExportError, ExportSummary, export_checkpoint
 
     console = Console(stderr=True)
     summary = ExportSummary()

@@ -3,7 +3,7 @@
 Usage: ``authlens train --config configs/synthetic.yaml --set train.epochs=3``;
 ``authlens evaluate --checkpoint runs/synthetic/best.pt --split test``.
 
-Several processes on CPU: ``torchrun --nproc_per_node 2 -m serving.cli train --config ...``.
+Several processes on CPU: ``torchrun --nproc_per_node 2 -m authlens train --config ...``.
 Heavy modules (torch, timm, mlflow) are imported inside the commands, so ``authlens --help`` and
 the serving commands stay light.
 """
@@ -11,6 +11,7 @@ the serving commands stay light.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -21,30 +22,37 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from model.configio import ConfigError
     from model.network import WeightsError
     from training.checkpoint import CheckpointError
+    from training.data.dataset import DataError
     from training.data.manifest import ManifestError
-    from training.dataset import DataError
-    from training.train import RunError
+    from training.train.run import RunError
 
     return (ConfigError, WeightsError, CheckpointError, ManifestError, DataError, RunError)
 
 
 def train(
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML config (configs/*.yaml); optional with --resume."
-    ),
-    overrides: list[str] = typer.Option(
-        [], "--set", "-s", help="Override a config value: section.key=value (repeatable)."
-    ),
-    resume: str | None = typer.Option(
-        None,
-        "--resume",
-        help="Continue a run exactly: 'last' for OUTPUT_DIR/NAME/last.pt, or a path to a last.pt.",
-    ),
-    force: bool = typer.Option(False, "--force", help="Start over even if the run folder holds a run."),
-    evaluate_after: bool | None = typer.Option(
-        None, "--evaluate/--no-evaluate", help="Evaluate best.pt on the test split at the end."
-    ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML config (configs/*.yaml); optional with --resume."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Override a config value: section.key=value (repeatable)."),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Continue a run exactly: 'last' for OUTPUT_DIR/NAME/last.pt, or a path to a last.pt.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start over even if the run folder holds a run.")
+    ] = False,
+    evaluate_after: Annotated[
+        bool | None,
+        typer.Option("--evaluate/--no-evaluate", help="Evaluate best.pt on the test split at the end."),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Fine-tune a model from a YAML config, calibrate it and (by default) evaluate it."""
     from model.configio import load_config
@@ -67,12 +75,12 @@ def train(
             if not saved.is_file():
                 raise fail(f"{saved} is missing; give the run's --config as well.")
             config = saved
-        cfg = load_config(TrainConfig, config, overrides)
+        cfg = load_config(TrainConfig, config, overrides or [])
         if evaluate_after is not None:
             cfg = cfg.model_copy(
                 update={"evaluate": cfg.evaluate.model_copy(update={"after_training": evaluate_after})}
             )
-        from training.train import run
+        from training.train.run import run
 
         try:
             result = run(cfg, resume=resume_arg, force=force, show_progress=progress)
@@ -114,19 +122,36 @@ def _summary_line(s: dict) -> str:
 
 
 def evaluate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A calibrated best.pt from authlens train."),
-    split: str = typer.Option("test", "--split", help="Split of the run to evaluate: train, val or test."),
-    manifest: Path | None = typer.Option(
-        None, "--manifest", help="Evaluate every photo of this manifest instead (e.g. new synthetic seeds)."
-    ),
-    out: Path | None = typer.Option(None, "--out", help="Report folder (default: next to the checkpoint)."),
-    probe: bool | None = typer.Option(
-        None, "--probe/--no-probe", help="Also fit the linear-probe baseline (default: as configured)."
-    ),
-    workers: int | None = typer.Option(None, "--workers", min=0, help="Image-loading worker processes."),
-    ood_manifest: Path | None = typer.Option(
-        None, "--ood-manifest", help="Photos the model has never seen the like of; reports how many it flags."
-    ),
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", help="A calibrated best.pt from authlens train.")
+    ],
+    split: Annotated[
+        str, typer.Option("--split", help="Split of the run to evaluate: train, val or test.")
+    ] = "test",
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest", help="Evaluate every photo of this manifest instead (e.g. new synthetic seeds)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: next to the checkpoint).")
+    ] = None,
+    probe: Annotated[
+        bool | None,
+        typer.Option(
+            "--probe/--no-probe", help="Also fit the linear-probe baseline (default: as configured)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="Image-loading worker processes.")
+    ] = None,
+    ood_manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--ood-manifest", help="Photos the model has never seen the like of; reports how many it flags."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint (and a linear-probe baseline) and write report.json, report.md and plots."""
     from model.logs import setup_logging
@@ -135,7 +160,7 @@ def evaluate(
     if split not in ("train", "val", "test"):
         raise fail(f"Unknown split {split!r}. Allowed: train, val, test.")
     with user_errors(*_user_error_types()):
-        from training.evaluate import evaluate_checkpoint
+        from training.evaluate.run import evaluate_checkpoint
 
         report = evaluate_checkpoint(
             checkpoint,

@@ -12,7 +12,7 @@ from factories import jpeg_bytes
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from serving.cli import app
+from authlens.cli import app
 from training.data.dedupe import hash_files, near_duplicate_pairs
 from training.data.manifest import Record, load_manifest
 from training.data.split import split_counts, split_records

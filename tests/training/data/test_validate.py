@@ -12,7 +12,7 @@ from factories import jpeg_bytes
 from PIL import Image
 from typer.testing import CliRunner
 
-from serving.cli import app
+from authlens.cli import app
 from training.data.validate import validate_dataset
 
 

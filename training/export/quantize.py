@@ -40,7 +40,11 @@ from typing import Literal
 
 import numpy as np
 
-from model.bundle import INPUT_NAME, OUTPUT_NAMES, OODStats
+from model.bundle import INPUT_NAME, Decision, OODStats
+from model.decision import classify
+from model.session import make_session, run_batches
+from training.config import EvaluateConfig
+from training.metrics import reliability
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ CalibrationMethodName = Literal["minmax", "percentile", "entropy"]
 QUANT_FORMATS: tuple[str, ...] = ("QDQ", "QOperator")
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
 
-ECE_BINS = 15
+ECE_BINS: int = EvaluateConfig.model_fields["ece_bins"].default  # the evaluation report's binning
 
 
 class QuantizationError(RuntimeError):
@@ -305,47 +309,6 @@ def quantize_int8(
     )
 
 
-def expected_calibration_error(p_positive: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Binary ECE: mean |observed rate - mean probability| over equal-width bins, weighted by count.
-
-    Args:
-        p_positive: ``(N,)`` predicted probability of the positive class (counterfeit).
-        labels: ``(N,)`` 1 for positive, 0 for negative.
-        bins: Number of equal-width probability bins.
-    """
-    p = np.asarray(p_positive, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
-    which = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.sum() * abs(p[mask].mean() - y[mask].mean())
-    return float(total / max(len(p), 1))
-
-
-def make_session(path: Path, threads: int = 0):  # -> onnxruntime.InferenceSession
-    """A CPU session with all graph optimisations (as serving runs it); ``threads`` 0 = ORT default."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_batches(session, pixels: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
-    """Run a session over ``(N, H, W, 3)`` uint8 photos; returns every output concatenated."""
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
-    for i in range(0, len(pixels), batch):
-        outs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(pixels[i : i + batch])})
-        for name, value in zip(OUTPUT_NAMES, outs, strict=True):
-            parts[name].append(value)
-    return {name: np.concatenate(values) for name, values in parts.items()}
-
-
 def time_side_by_side(
     sessions: dict[str, object], batch: np.ndarray, *, repeats: int = 10, warmup: int = 2
 ) -> dict[str, list[float]]:
@@ -363,9 +326,13 @@ def time_side_by_side(
     return times
 
 
-def _verdicts(p_counterfeit: np.ndarray, low: float, high: float) -> np.ndarray:
-    """0 genuine, 1 inconclusive, 2 counterfeit (the rule of :func:`model.decision.classify`)."""
-    return np.where(p_counterfeit >= high, 2, np.where(p_counterfeit <= low, 0, 1))
+def verdict_flips(p_a: np.ndarray, p_b: np.ndarray, decision: Decision) -> int:
+    """Photos whose verdict (:func:`model.decision.classify`, thresholds only) differs between two
+    sets of counterfeit probabilities of the same photos."""
+    return sum(
+        classify(float(a), decision).verdict != classify(float(b), decision).verdict
+        for a, b in zip(p_a, p_b, strict=True)
+    )
 
 
 def compare_int8(
@@ -378,7 +345,7 @@ def compare_int8(
     ood_threshold: float,
     batch_size: int = 8,
     repeats: int = 10,
-    thresholds: tuple[float, float] | None = None,
+    decision: Decision | None = None,
 ) -> Int8Comparison:
     """Score the same labelled photos with both graphs and time them side by side.
 
@@ -390,8 +357,7 @@ def compare_int8(
         ood_threshold: The bundle's OOD threshold.
         batch_size: Photos per timed batch (the first ``batch_size`` photos, repeated if fewer).
         repeats: Timed runs of each graph.
-        thresholds: ``(genuine_threshold, counterfeit_threshold)`` on the counterfeit probability,
-            to count verdict flips.
+        decision: The bundle's decision settings, to count verdict flips (thresholds only).
 
     Raises:
         QuantizationError: labels of one class only (ROC-AUC undefined).
@@ -408,18 +374,15 @@ def compare_int8(
     pc_f, pc_q = 1.0 - out_f["p_genuine"], 1.0 - out_q["p_genuine"]
     ood_f = ood.score(out_f["embedding"]) > ood_threshold
     ood_q = ood.score(out_q["embedding"]) > ood_threshold
-    flips = None
-    if thresholds is not None:
-        low, high = thresholds
-        flips = int((_verdicts(pc_f, low, high) != _verdicts(pc_q, low, high)).sum())
+    flips = None if decision is None else verdict_flips(pc_f, pc_q, decision)
     reps = int(np.ceil(batch_size / len(pixels)))
     batch = np.concatenate([pixels] * reps)[:batch_size]
     times = time_side_by_side({"fp32": fp32, "int8": int8}, batch, repeats=repeats)
     return Int8Comparison(
         roc_auc_fp32=float(roc_auc_score(y, pc_f)),
         roc_auc_int8=float(roc_auc_score(y, pc_q)),
-        ece_fp32=expected_calibration_error(pc_f, y),
-        ece_int8=expected_calibration_error(pc_q, y),
+        ece_fp32=reliability(pc_f, y, ECE_BINS).ece,
+        ece_int8=reliability(pc_q, y, ECE_BINS).ece,
         max_abs_diff_p_genuine=float(np.abs(out_f["p_genuine"] - out_q["p_genuine"]).max()),
         max_abs_diff_flag_probs=float(np.abs(out_f["flag_probs"] - out_q["flag_probs"]).max()),
         ood_flips=int((ood_f != ood_q).sum()),

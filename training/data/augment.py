@@ -110,7 +110,7 @@ class Augmenter:
             # before the resize, as a camera or a marketplace re-encodes at photo resolution
             steps.append(A.ImageCompression(quality_range=(cfg.jpeg_quality_min, 95), p=cfg.jpeg_p))
         # Boxes follow every geometric step (their corners, re-enclosed), so the tells' boxes stay
-        # usable as dense targets for the maps (training.train.dense_targets).
+        # usable as dense targets for the maps (training.train.losses.dense_targets).
         self.moves_boxes = cfg.rotate > 0 or cfg.perspective > 0 or cfg.hflip
         bbox_params = (
             A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True)

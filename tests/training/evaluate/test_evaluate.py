@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 from model.imaging import Geometry
 from model.network import pool_map
-from serving.cli import app
+from authlens.cli import app
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
-from training.evaluate import localise, operating_point
-from training.train import run
+from training.evaluate.run import localise, operating_point
+from training.train.run import run
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOK = ROOT / "notebooks" / "evaluation.ipynb"
 
 
@@ -166,7 +166,7 @@ def test_cam_of_the_trained_model_is_exact(trained: Path) -> None:
 
 def test_item_metrics_combine_photos_as_serving_does() -> None:
     from training.data.manifest import Record
-    from training.evaluate import item_metrics
+    from training.evaluate.run import item_metrics
 
     # item a (genuine): one photo looks fake, one clearly genuine; item b (fake): both look fake
     recs = [Record(Path(f"/x/{k}.jpg"), lab, item_id=i) for k, (lab, i) in enumerate(

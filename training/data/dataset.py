@@ -2,7 +2,7 @@
 
 Every photo goes through :func:`model.imaging.decode_image` (the path serving uses). Evaluation
 resizes with :func:`model.imaging.resize_for_model`; training applies
-:class:`training.augment.Augmenter`, which ends with the same resize.
+:class:`training.data.augment.Augmenter`, which ends with the same resize.
 
 Randomness is keyed, not streamed: the sampler's order depends on ``(seed, epoch)`` and each
 sample's augmentation on ``(seed, epoch, index)``. A run therefore sees the same batches whatever
@@ -25,8 +25,8 @@ from torch.utils.data import Dataset, Sampler
 
 from model.flags import FLAG_NAMES, LABELS, flag_index
 from model.imaging import DecodedImage, Geometry, ImageError, decode_image, resize_for_model
-from training.augment import Augmenter
 from training.config import DataConfig
+from training.data.augment import Augmenter
 from training.data.manifest import PRODUCT_BOX, Record
 
 log = logging.getLogger(__name__)

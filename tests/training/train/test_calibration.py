@@ -7,19 +7,18 @@ import pytest
 
 from model.bundle import Decision
 from model.decision import classify
-from training.calibration import (
+from training.config import CalibrationConfig
+from training.metrics import ece_noise_floor, reliability
+from training.train.calibration import (
     calibrated_probability,
     counterfeit_threshold,
-    ece_noise_floor,
     fit_calibration,
     fit_ood,
     fit_temperature,
     flag_thresholds,
     genuine_threshold,
     ood_stats,
-    reliability,
 )
-from training.config import CalibrationConfig
 
 
 def _overconfident(n: int, true_t: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from model.imaging import resize_for_model
-from training.augment import Augmenter, box_safe_crop
 from training.config import AugmentConfig
+from training.data.augment import Augmenter, box_safe_crop
 
 
 @pytest.fixture(scope="module")

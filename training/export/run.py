@@ -11,7 +11,7 @@ an interrupted export never leaves a directory that verifies):
 2. Parity: ONNX Runtime against torch on real held-out photos (decoded and resized by
    :mod:`model.imaging` with the checkpoint's input settings), run at batch 1 and batch N;
    export fails when the probabilities differ by more than the tolerance (default 1e-4).
-3. Optionally INT8 (:mod:`training.quantize`), calibrated on training photos, compared with
+3. Optionally INT8 (:mod:`training.export.quantize`), calibrated on training photos, compared with
    fp32 on held-out photos (ROC-AUC, ECE, latency side by side); refused when the AUC drops
    by more than ``max_auc_drop`` unless explicitly allowed.
 4. ``ood.npz``, ``MODEL_CARD.md``, ``bundle.json`` (written last) and ``SHA256SUMS``.
@@ -46,6 +46,7 @@ from model.bundle import (
     OUTPUT_NAMES,
     Bundle,
     BundleError,
+    Decision,
     OODStats,
     load_bundle,
     save_ood_stats,
@@ -139,7 +140,7 @@ class ExportOptions:
     latency_batch: int = 8
     latency_repeats: int = 10
     overwrite: bool = True
-    quant: Any = None  # training.quantize.QuantSettings; None = its defaults
+    quant: Any = None  # training.export.quantize.QuantSettings; None = its defaults
 
     def __post_init__(self) -> None:
         if self.opset < 17:
@@ -324,6 +325,19 @@ def _quiet(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
+def serving_graph(ckpt: Checkpoint):  # -> model.network.ServingGraph
+    """The network as it is exported: uint8 NHWC in, the checkpoint's temperature inside.
+
+    Raises:
+        CheckpointError: the checkpoint is not calibrated.
+    """
+    from model.network import ServingGraph
+
+    if ckpt.decision is None:
+        raise CheckpointError("The checkpoint has no decision settings; it was not calibrated.")
+    return ServingGraph(ckpt.build_network(), temperature=ckpt.decision.temperature).eval()
+
+
 def export_onnx(ckpt: Checkpoint, path: Path, *, opset: int = DEFAULT_OPSET) -> int:
     """Write the serving graph (uint8 NHWC in, calibrated outputs) with a dynamic batch axis.
 
@@ -335,10 +349,8 @@ def export_onnx(ckpt: Checkpoint, path: Path, *, opset: int = DEFAULT_OPSET) -> 
     """
     import torch
 
-    from model.network import ServingGraph
-
     opset = max(opset, MIN_DYNAMO_OPSET)
-    graph = ServingGraph(ckpt.build_network(), temperature=ckpt.calibration.temperature).eval()
+    graph = serving_graph(ckpt)
     size = ckpt.input.image_size
     # Example batch of 2: torch.export specialises dimensions of size 1, which would fix the batch.
     example = torch.zeros((2, size, size, 3), dtype=torch.uint8)
@@ -428,10 +440,9 @@ def check_parity(
     import onnxruntime as ort
     import torch
 
-    from model.network import ServingGraph
-    from training.quantize import make_session
+    from model.session import make_session
 
-    graph = ServingGraph(ckpt.build_network(), temperature=ckpt.calibration.temperature).eval()
+    graph = serving_graph(ckpt)
     session = make_session(onnx_path)
     pixels = images.pixels
     n = len(pixels)
@@ -578,23 +589,13 @@ def collect_metrics(
 
 def manifest_fields(ckpt: Checkpoint, *, name: str, version: str) -> dict[str, Any]:
     """The bundle.json fields that come from the checkpoint."""
-    if ckpt.ood is None:
-        raise CheckpointError("The checkpoint has no out-of-distribution reference; it was not calibrated.")
+    if ckpt.ood is None or ckpt.decision is None:
+        raise CheckpointError(
+            "The checkpoint has no decision settings or OOD reference; it was not calibrated."
+        )
     size = ckpt.input.image_size
     stride = 32  # the maps are the last feature map: input / 32 for timm's classification backbones
     net_cfg = ckpt.config
-    from model.configio import ConfigError
-    from training.config import TrainConfig
-
-    try:
-        resolved = TrainConfig.model_validate(net_cfg) if net_cfg else None
-        chash = config_hash(resolved) if resolved is not None else "unknown"
-    except (ValueError, ConfigError):
-        # A config saved by another version of TrainConfig: hash the stored mapping as it is.
-        import hashlib
-
-        chash = hashlib.sha256(json.dumps(net_cfg, sort_keys=True, default=str).encode()).hexdigest()
-    cal = ckpt.calibration
     return {
         "name": name,
         "version": version,
@@ -609,21 +610,12 @@ def manifest_fields(ckpt: Checkpoint, *, name: str, version: str) -> dict[str, A
         },
         "map_size": (math.ceil(size / stride), math.ceil(size / stride)),
         "embedding_dim": int(ckpt.ood.means.shape[1]),
-        "decision": {
-            "temperature": cal.temperature,
-            "counterfeit_threshold": cal.counterfeit_threshold,
-            "genuine_threshold": cal.genuine_threshold,
-            "max_false_accusation_rate": cal.max_false_accusation_rate,
-            "max_miss_rate": cal.max_miss_rate,
-            "flag_thresholds": {f: cal.flag_thresholds.get(f, 0.5) for f in FLAG_NAMES},
-            "min_image_side": cal.min_image_side,
-            "min_sharpness": cal.min_sharpness,
-        },
+        "decision": ckpt.decision.model_dump(mode="json"),
         "ood": {"file": OOD_FILE, "threshold": ckpt.ood.threshold, "quantile": ckpt.ood.quantile},
         "metrics": collect_metrics(ckpt, None),
         "provenance": {
             "timm_model": ckpt.spec.backbone,
-            "config_hash": chash,
+            "config_hash": config_hash(net_cfg) if net_cfg else "unknown",
             "data_manifest_hash": str(ckpt.data.get("manifest_hash", "unknown")),
             "git_commit": ckpt.git_commit,
             "created_at": utc_now(),
@@ -763,7 +755,7 @@ def export_bundle(
         parity_set = ImageSet(
             pixels=parity_set.pixels[: options.parity_images], labels=None, source=parity_set.source
         )
-    assert ckpt.ood is not None  # manifest_fields refused otherwise
+    assert ckpt.ood is not None and ckpt.decision is not None  # manifest_fields refused otherwise
     with _staging(out_dir) as staging:
         log_event(log, "export", stage="exporting the ONNX graph")
         opset = export_onnx(ckpt, staging / MODEL_FILE, opset=options.opset)
@@ -794,11 +786,10 @@ def export_bundle(
         if options.int8:
             assert images is not None and images.calibration is not None
             log_event(log, "export", stage="INT8: calibrate, quantize, compare ROC-AUC and speed with fp32")
-            thresholds = (ckpt.calibration.genuine_threshold, ckpt.calibration.counterfeit_threshold)
             fields["int8"] = _make_int8(
-                staging, images, ood, float(ckpt.ood.threshold), thresholds, options, summary
+                staging, images, ood, float(ckpt.ood.threshold), ckpt.decision, options, summary
             )
-        from training.model_card import describe_data, render_model_card
+        from training.export.model_card import describe_data, render_model_card
 
         data = describe_data(ckpt.data.get("manifest"), checkpoint_path.parent if checkpoint_path else None)
         card = render_model_card(fields, ckpt=ckpt, data=data, warnings=summary.warnings)
@@ -828,11 +819,11 @@ def _make_int8(
     images: ExportImages,
     ood: OODStats,
     ood_threshold: float,
-    thresholds: tuple[float, float],
+    decision: Decision,
     options: ExportOptions,
     summary: ExportSummary,
 ) -> dict[str, Any]:
-    from training.quantize import QuantizationError, QuantSettings, compare_int8, quantize_int8
+    from training.export.quantize import QuantizationError, QuantSettings, compare_int8, quantize_int8
 
     assert images.calibration is not None and images.evaluation.labels is not None
     settings = options.quant or QuantSettings()
@@ -847,7 +838,7 @@ def _make_int8(
             ood_threshold=ood_threshold,
             batch_size=options.latency_batch,
             repeats=options.latency_repeats,
-            thresholds=thresholds,
+            decision=decision,
         )
     except QuantizationError as exc:
         raise ExportError(f"INT8: {exc}") from None

@@ -30,18 +30,26 @@ import torch
 from torch.utils.data import DataLoader
 
 from model.bundle import Decision
-from model.decision import judge_image, judge_item, map_box, usability_reasons
+from model.decision import judge_image, judge_item, map_box, sigmoid, usability_reasons
 from model.flags import FLAG_NAMES, LABELS
 from model.imaging import Geometry, sharpness
 from model.logs import log_event
 from model.network import AuthLensNet, NetworkSpec
-from training.calibration import calibrated_probability, ece_noise_floor, ood_stats, reliability
 from training.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from training.config import EvaluateConfig, TrainConfig
-from training.dataset import DataError, EvalDataset, flag_target, label_of
-from training.inference import Outputs, predict, worker_init
-from training.metrics import flag_f1, flag_macro_f1, pr_auc, recall_at_far, roc_auc
-from training.runtime import tune_cpu
+from training.data.dataset import DataError, EvalDataset, flag_target, label_of
+from training.metrics import (
+    ece_noise_floor,
+    flag_f1,
+    flag_macro_f1,
+    pr_auc,
+    recall_at_far,
+    reliability,
+    roc_auc,
+)
+from training.train.calibration import calibrated_probability, ood_stats
+from training.train.inference import Outputs, predict, worker_init
+from training.train.runtime import tune_cpu
 
 log = logging.getLogger(__name__)
 
@@ -137,25 +145,6 @@ def localise(
 
 
 # ----------------------------------------------------------------------------- scoring
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def decision_of(ckpt: Checkpoint) -> Decision:
-    """The checkpoint's calibration as the bundle's :class:`model.bundle.Decision`."""
-    cal = ckpt.calibration
-    return Decision(
-        temperature=cal.temperature,
-        counterfeit_threshold=cal.counterfeit_threshold,
-        genuine_threshold=cal.genuine_threshold,
-        max_false_accusation_rate=cal.max_false_accusation_rate,
-        max_miss_rate=cal.max_miss_rate,
-        flag_thresholds={f: cal.flag_thresholds.get(f, 0.5) for f in FLAG_NAMES},
-        min_image_side=cal.min_image_side,
-        min_sharpness=cal.min_sharpness,
-    )
 
 
 def _nan_to_none(value: Any) -> Any:
@@ -320,7 +309,7 @@ def probe_features(
     records: Sequence, *, image_size: int, resize: str, draft_size: int, workers: int
 ) -> np.ndarray:
     """Frozen ImageNet EfficientNet-Lite0 embeddings (pooled last feature map), no augmentation."""
-    from training.inference import load_inputs
+    from training.train.inference import load_inputs
 
     net = AuthLensNet(NetworkSpec(backbone="efficientnet_lite0", pretrained="imagenet", drop_rate=0.0)).eval()
     net = net.to(memory_format=torch.channels_last)
@@ -747,7 +736,7 @@ def evaluate_checkpoint(
         workers: Loader workers (default: the run's ``data.num_workers``).
         ood_manifest: Photos the model should flag as out of distribution (e.g. another category).
         show_progress: Print a short status line per stage.
-        tracker: A :class:`training.tracking.Tracker` to log the report to.
+        tracker: A :class:`training.train.tracking.Tracker` to log the report to.
 
     Returns:
         The report (also written as ``report.json``).
@@ -759,7 +748,7 @@ def evaluate_checkpoint(
     tune_cpu()
     path = Path(checkpoint)
     ckpt = load_checkpoint(path)
-    if ckpt.ood is None:
+    if ckpt.ood is None or ckpt.decision is None:
         if ckpt.train_state is not None:
             raise CheckpointError(
                 f"{path} holds training state, not a calibrated model; evaluate {path.parent / 'best.pt'}."
@@ -803,8 +792,8 @@ def evaluate_checkpoint(
     infer_s = time.perf_counter() - t0
     assert outputs.cams is not None
     p_uncal = calibrated_probability(outputs.logits, 1.0)
-    p = calibrated_probability(outputs.logits, ckpt.calibration.temperature)
-    decision = decision_of(ckpt)
+    decision = ckpt.decision
+    p = calibrated_probability(outputs.logits, decision.temperature)
     stats = ood_stats(ckpt.ood)
     ood_scores = stats.score(outputs.embeddings)
     sharp = np.array([sharpness(inputs[i].numpy()) for i in range(len(records))])
@@ -822,7 +811,7 @@ def evaluate_checkpoint(
     reason_counts = Counter(r for o in outcomes for r in o.reasons)
 
     # flags
-    flag_probs = _sigmoid(outputs.flag_logits)
+    flag_probs = sigmoid(outputs.flag_logits)
     flag_t = np.stack([flag_target(r)[0] for r in records])
     flag_m = np.array([flag_target(r)[1] for r in records])
     thresholds = decision.flag_thresholds

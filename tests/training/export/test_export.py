@@ -20,10 +20,12 @@ from factories import tiny_checkpoint
 from typer.testing import CliRunner
 
 from model.bundle import CARD_FILE, INT8_FILE, MODEL_FILE, load_bundle
-from serving.cli import app
+from model.session import make_session, run_batches
+from authlens.cli import app
 from training.checkpoint import Checkpoint, save_checkpoint
 from training.data.manifest import load_manifest, write_manifest
-from training.export import (
+from training.export.model_card import describe_data
+from training.export.run import (
     ExportError,
     ExportImages,
     ExportOptions,
@@ -35,10 +37,8 @@ from training.export import (
     export_onnx,
     images_from_manifest,
 )
-from training.model_card import describe_data
-from training.quantize import make_session, run_batches
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_training_data_licence_is_found(sneakers_dir: Path, tmp_path: Path) -> N
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "serving.cli", "export", *args],
+        [sys.executable, "-m", "authlens", "export", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,10 +11,9 @@ import torch
 from tinydata import make_dataset
 
 from model.flags import FLAG_NAMES
-from training.augment import Augmenter
 from training.config import AugmentConfig, DataConfig
-from training.data.manifest import load_manifest
-from training.dataset import (
+from training.data.augment import Augmenter
+from training.data.dataset import (
     MAX_TELL_BOXES,
     DataError,
     EpochSampler,
@@ -23,6 +22,7 @@ from training.dataset import (
     make_splits,
     tell_boxes,
 )
+from training.data.manifest import load_manifest
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from training.dataset import EvalDataset
+from training.data.dataset import EvalDataset
 
 
 def normalize(

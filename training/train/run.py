@@ -1,7 +1,7 @@
 """The training loop: fine-tune, keep the best EMA weights by validation AUC, calibrate, evaluate.
 
 Usage: ``authlens train --config configs/synthetic.yaml [--set train.epochs=3] [--resume]``;
-several processes: ``torchrun --nproc_per_node 2 -m serving.cli train --config ...`` (gloo, CPU).
+several processes: ``torchrun --nproc_per_node 2 -m authlens train --config ...`` (gloo, CPU).
 
 A run writes ``OUTPUT_DIR/NAME/``: ``config.yaml`` (resolved), ``split.csv`` (the split used),
 ``last.pt`` (every epoch; with optimizer, scheduler, EMA and RNG state for an exact ``--resume``),
@@ -34,21 +34,14 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
+from model.bundle import Decision
 from model.configio import config_hash, dump_config
+from model.decision import sigmoid
 from model.flags import FLAG_NAMES
 from model.imaging import sharpness
 from model.logs import log_event
 from model.network import AuthLensNet, NetworkSpec
-from training.augment import Augmenter
-from training.calibration import (
-    calibrated_probability,
-    fit_calibration,
-    fit_min_sharpness,
-    fit_ood,
-    reliability,
-)
 from training.checkpoint import (
-    Calibration,
     Checkpoint,
     CheckpointError,
     InputSettings,
@@ -57,7 +50,8 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.config import TrainConfig
-from training.dataset import (
+from training.data.augment import Augmenter
+from training.data.dataset import (
     SPLIT_FILE,
     EpochSampler,
     Splits,
@@ -70,10 +64,16 @@ from training.dataset import (
     read_image,
     save_split,
 )
-from training.inference import Outputs, load_inputs, normalize, predict
-from training.metrics import flag_macro_f1, roc_auc
-from training.runtime import tune_cpu
-from training.tracking import Tracker
+from training.metrics import flag_macro_f1, reliability, roc_auc
+from training.train.calibration import (
+    calibrated_probability,
+    fit_calibration,
+    fit_min_sharpness,
+    fit_ood,
+)
+from training.train.inference import Outputs, load_inputs, normalize, predict
+from training.train.runtime import tune_cpu
+from training.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +431,7 @@ def make_checkpoint(
     data: dict[str, Any],
     metrics: dict[str, Any],
     epoch: int,
-    calibration: Calibration | None = None,
+    decision: Decision | None = None,
     ood=None,
     train_state: dict[str, Any] | None = None,
 ) -> Checkpoint:
@@ -446,7 +446,7 @@ def make_checkpoint(
             mean=tuple(net.mean),
             std=tuple(net.std),
         ),
-        calibration=calibration or Calibration(),
+        decision=decision,
         ood=ood,
         data=data,
         metrics=metrics,
@@ -621,7 +621,7 @@ def run(
     )
     sampler = EpochSampler(len(train_ds), seed=cfg.run.seed, rank=d.rank, world=d.world)
     per_rank_batch = cfg.train.batch_size // d.world
-    from training.inference import worker_init
+    from training.train.inference import worker_init
 
     loader = DataLoader(
         train_ds,
@@ -829,7 +829,7 @@ def run(
     flag_t = np.stack([flag_target(r)[0] for r in splits.val])
     flag_m = np.array([flag_target(r)[1] for r in splits.val])
     calibration = fit_calibration(
-        val_out.logits, val_labels, 1 / (1 + np.exp(-val_out.flag_logits)), flag_t, flag_m, cfg.calibration
+        val_out.logits, val_labels, sigmoid(val_out.flag_logits), flag_t, flag_m, cfg.calibration
     )
     train_inputs = load_inputs(
         splits.train,
@@ -848,7 +848,8 @@ def run(
     )
     if cfg.calibration.min_sharpness is None:
         sharp = np.array([sharpness(x) for x in train_inputs.numpy()])
-        calibration.min_sharpness = fit_min_sharpness(sharp, cfg.calibration.sharpness_quantile)
+        min_sharpness = fit_min_sharpness(sharp, cfg.calibration.sharpness_quantile)
+        calibration = calibration.model_copy(update={"min_sharpness": min_sharpness})
     del train_inputs
     ood = fit_ood(
         train_out.embeddings, train_ds.labels, cfg.calibration.ood_quantile, held_out=val_out.embeddings
@@ -862,14 +863,14 @@ def run(
         ).ece,
         "val_ece": reliability(p_val, val_labels, cfg.evaluate.ece_bins).ece,
         "val_flag_macro_f1": flag_macro_f1(
-            1 / (1 + np.exp(-val_out.flag_logits)), flag_t, flag_m, calibration.flag_thresholds
+            sigmoid(val_out.flag_logits), flag_t, flag_m, calibration.flag_thresholds
         ),
         "temperature": calibration.temperature,
         "train_images_per_s": mean_ips,
         "train_seconds": state.train_seconds,
         "config_hash": config_hash(cfg),
     }
-    best.calibration = calibration
+    best.decision = calibration
     best.ood = ood
     best.metrics = val_metrics
     save_checkpoint(best_path, best)
@@ -885,7 +886,7 @@ def run(
     )
 
     if cfg.evaluate.after_training:
-        from training.evaluate import evaluate_checkpoint
+        from training.evaluate.run import evaluate_checkpoint
 
         report = evaluate_checkpoint(
             best_path, split=cfg.evaluate.split, out_dir=run_dir, show_progress=show_progress, tracker=tracker

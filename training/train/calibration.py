@@ -16,30 +16,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit, logit
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import precision_recall_curve
 
-from model.bundle import OODStats
+from model.bundle import Decision, OODStats
+from model.decision import logit, sigmoid
 from model.flags import FLAG_NAMES
-from training.checkpoint import Calibration, OODReference
+from training.checkpoint import OODReference
 from training.config import CalibrationConfig
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
-_EPS = 1e-7
-
-
-def _clip(p: np.ndarray) -> np.ndarray:
-    return np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
 
 
 def calibrated_probability(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Counterfeit probability ``sigmoid(logit / T)``, as the serving graph computes it."""
-    return expit(np.asarray(logits, dtype=np.float64) / temperature)
+    return sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -63,9 +56,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def _between(lower: float, upper: float | None) -> float:
     """A probability half-way in log-odds between two scores (or a step above ``lower``)."""
-    a = float(logit(_clip(np.array(lower))))
-    b = a + 2.0 if upper is None else float(logit(_clip(np.array(upper))))
-    return float(expit((a + b) / 2.0))
+    a = logit(lower)
+    b = a + 2.0 if upper is None else logit(upper)
+    return sigmoid((a + b) / 2.0)
 
 
 def counterfeit_threshold(p_genuine: np.ndarray, p_all: np.ndarray, max_rate: float) -> float:
@@ -96,8 +89,7 @@ def genuine_threshold(p_counterfeit: np.ndarray, p_all: np.ndarray, max_rate: fl
     below = np.asarray(p_all, dtype=np.float64)
     below = below[below < pivot]
     if not len(below):
-        a = float(logit(_clip(np.array(pivot))))
-        return float(expit(a - 1.0))
+        return sigmoid(logit(float(pivot)) - 1.0)
     return _between(float(below.max()), pivot)
 
 
@@ -131,8 +123,8 @@ def fit_calibration(
     flag_targets: np.ndarray,
     flag_mask: np.ndarray,
     cfg: CalibrationConfig,
-) -> Calibration:
-    """All decision settings from validation outputs.
+) -> Decision:
+    """All decision settings from validation outputs (``min_sharpness`` as configured, 0 when unset).
 
     Args:
         logits: ``(N,)`` uncalibrated counterfeit logits.
@@ -145,7 +137,7 @@ def fit_calibration(
     p = calibrated_probability(logits, temperature)
     t_c = counterfeit_threshold(p[labels == 0], p, cfg.max_false_accusation_rate)
     t_g = min(genuine_threshold(p[labels == 1], p, cfg.max_miss_rate), t_c)
-    return Calibration(
+    return Decision(
         temperature=temperature,
         counterfeit_threshold=t_c,
         genuine_threshold=t_g,
@@ -167,51 +159,6 @@ def fit_min_sharpness(sharpness_values: np.ndarray, quantile: float) -> float:
     return (
         float(np.quantile(np.asarray(sharpness_values, dtype=np.float64), quantile)) if quantile > 0 else 0.0
     )
-
-
-@dataclass(frozen=True)
-class Reliability:
-    """Binned calibration of the counterfeit probability."""
-
-    ece: float
-    bin_edges: np.ndarray  # (B + 1,)
-    confidence: np.ndarray  # (B,) mean predicted probability per bin (nan when empty)
-    frequency: np.ndarray  # (B,) observed counterfeit share per bin (nan when empty)
-    counts: np.ndarray  # (B,)
-
-
-def reliability(p: np.ndarray, labels: np.ndarray, bins: int = 15) -> Reliability:
-    """Expected calibration error of the counterfeit probability over ``bins`` equal-width bins.
-
-    ``ECE = sum_b n_b / N * |mean(y_b) - mean(p_b)|``, the quantity the reliability diagram shows.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1], right=True), 0, bins - 1)
-    counts = np.bincount(idx, minlength=bins).astype(np.int64)
-    sum_p = np.bincount(idx, weights=p, minlength=bins)
-    sum_y = np.bincount(idx, weights=y, minlength=bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        conf = np.where(counts > 0, sum_p / counts, np.nan)
-        freq = np.where(counts > 0, sum_y / counts, np.nan)
-    ece = float(np.sum(np.abs(sum_y - sum_p)) / max(len(p), 1))
-    return Reliability(ece=ece, bin_edges=edges, confidence=conf, frequency=freq, counts=counts)
-
-
-def ece_noise_floor(p: np.ndarray, bins: int = 15, *, draws: int = 200, seed: int = 0) -> float:
-    """Mean ECE of a *perfectly calibrated* model with these probabilities, on this many photos.
-
-    Labels drawn as ``Bernoulli(p)`` are calibrated by construction, yet their binned ECE is not
-    0: each bin's observed frequency scatters around its mean probability. On a few hundred
-    photos that scatter alone reaches several hundredths, so an ECE near this floor is as
-    calibrated as the sample can show.
-    """
-    p = np.asarray(p, dtype=np.float64)
-    if not len(p):
-        return float("nan")
-    rng = np.random.default_rng(seed)
-    return float(np.mean([reliability(p, rng.random(len(p)) < p, bins).ece for _ in range(draws)]))
 
 
 def fit_ood(

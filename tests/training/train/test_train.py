@@ -13,11 +13,12 @@ from tinydata import make_dataset
 from typer.testing import CliRunner
 
 from model.configio import load_config
-from serving.cli import app
+from model.flags import FLAG_NAMES
+from authlens.cli import app
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data.manifest import load_manifest
-from training.train import dense_loss, dense_targets, run
+from training.train.run import dense_loss, dense_targets, run
 
 
 def tiny_config(tmp: Path, manifest: Path, **sections: dict) -> dict:
@@ -78,9 +79,9 @@ def test_best_checkpoint_is_calibrated_and_names_its_data(finished) -> None:
     _, run_dir = finished
     best = load_checkpoint(run_dir / "best.pt")
     assert best.train_state is None and best.ood is not None
-    cal = best.calibration
+    cal = best.decision
     assert 0 <= cal.genuine_threshold <= cal.counterfeit_threshold <= 1 and cal.temperature > 0
-    assert set(cal.flag_thresholds) == set(best.calibration.flag_thresholds) and len(cal.flag_thresholds) == 7
+    assert set(cal.flag_thresholds) == set(FLAG_NAMES) and len(cal.flag_thresholds) == 7
     # too_blurry: below the sharpness of the blurriest 0.5 % of training photos (fitted, not 0)
     assert cal.min_sharpness > 0
     assert best.ood.means.shape == (2, 1280) and best.ood.precision.shape == (1280, 1280)
@@ -247,7 +248,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, tiny_manifest: Path) -> N
             "--nproc_per_node",
             "2",
             "-m",
-            "serving.cli",
+            "authlens",
             "train",
             "--config",
             str(path),
@@ -256,7 +257,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, tiny_manifest: Path) -> N
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
