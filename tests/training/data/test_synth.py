@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,18 @@ from PIL import Image
 from model.flags import FLAG_NAMES
 from model.imaging import resize_for_model, sharpness
 from training.data.manifest import load_manifest
-from training.data.synth import generate, item_spec, photo_spec, plan_items, render_photo
+from training.data.synth import (
+    CATEGORIES,
+    LAYOUTS,
+    PARTS,
+    TELLS,
+    TellSpec,
+    generate,
+    item_spec,
+    photo_spec,
+    plan_items,
+    render_photo,
+)
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -151,3 +163,30 @@ def test_generate_refuses_to_clobber(tmp_path: Path) -> None:
     assert (tmp_path / "notes.txt").read_text() == "keep me"
     with pytest.raises(ValueError, match="n must be at least 1"):
         generate(tmp_path / "x", n=0, seed=0)
+
+
+def test_every_flag_has_exactly_one_tell_drawing_function() -> None:
+    assert set(TELLS) == set(FLAG_NAMES) and len(TELLS) == len(FLAG_NAMES)
+    functions = [tell.draw for tell in TELLS.values()]
+    assert len(set(functions)) == len(functions), "two flags share a drawing function"
+    parts = {part.name for part in PARTS}
+    for name, tell in TELLS.items():
+        assert callable(tell.draw), name
+        assert tell.part in parts, f"{name} changes part {tell.part!r}, which is not drawn"
+
+
+@pytest.mark.parametrize("category", list(LAYOUTS))
+def test_every_category_of_the_layout_table_draws(category: str) -> None:
+    """A photo of each category renders, with and without every tell, each tell boxed in frame."""
+    assert set(CATEGORIES) == set(LAYOUTS)
+    genuine = replace(item_spec(2, 0), category=category, tells=())
+    counterfeit = replace(genuine, label="counterfeit", tells=tuple(TellSpec(n, 0.2) for n in FLAG_NAMES))
+    photo = photo_spec(2, 0)
+    plain = render_photo(genuine, photo, 256)
+    assert plain.pixels.shape == (256, 256, 3) and plain.pixels.dtype == np.uint8
+    assert [b.name for b in plain.boxes] == ["product"]
+    faked = render_photo(counterfeit, photo, 256)
+    assert [b.name for b in faked.boxes] == ["product", *FLAG_NAMES]
+    for b in faked.boxes:
+        assert 0 <= b.x0 < b.x1 <= 256 and 0 <= b.y0 < b.y1 <= 256, (category, b)
+    assert (faked.pixels != plain.pixels).any()
