@@ -28,7 +28,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from training.checkpoint import Checkpoint
-    from training.export.run import ExportImages
+    from training.data.photos import ExportImages
 
 
 def _line(**fields: object) -> None:
@@ -42,8 +42,8 @@ def exporters(ckpt: Checkpoint, images: ExportImages, out: Path, repeats: int) -
 
     from model.bundle import INPUT_NAME, OUTPUT_NAMES
     from model.session import make_session
+    from training.export.graph import check_parity, export_onnx, serving_graph
     from training.export.quantize import time_side_by_side
-    from training.export.run import check_parity, export_onnx, serving_graph
 
     graph = serving_graph(ckpt)
     size = ckpt.input.image_size
@@ -157,7 +157,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from training.checkpoint import load_checkpoint
-    from training.export.run import export_onnx, images_for_checkpoint
+    from training.data.photos import images_for_checkpoint
+    from training.export.graph import export_onnx
 
     ckpt = load_checkpoint(args.checkpoint)
     images = images_for_checkpoint(ckpt, args.checkpoint, args.images)

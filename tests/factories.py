@@ -91,6 +91,6 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0):
 
 def tiny_bundle(out_dir: Path, image_size: int = 64):
     """Export :func:`tiny_checkpoint` into ``out_dir`` and return the verified bundle."""
-    from training.export.run import export_bundle
+    from training.export.bundle import export_bundle
 
     return export_bundle(tiny_checkpoint(image_size), out_dir, name="tiny", version="test")

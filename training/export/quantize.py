@@ -44,6 +44,7 @@ from model.bundle import INPUT_NAME, Decision, OODStats
 from model.decision import classify
 from model.session import make_session, run_batches
 from training.config import EvaluateConfig
+from training.export.graph import quiet_loggers
 from training.metrics import reliability
 
 log = logging.getLogger(__name__)
@@ -190,25 +191,22 @@ def float_node_names(model_path: Path) -> tuple[str, ...]:
         current = nodes[i].input[0]
     if pool is None:
         raise QuantizationError(f"{model_path}: no pooling node found before the 'embedding' output.")
-    feature_map = nodes[pool].input[0]
-    heads: set[int] = set()
-    frontier = [feature_map]
-    while frontier:
-        tensor = frontier.pop()
-        for i in consumers.get(tensor, []):
-            if i not in heads:
-                heads.add(i)
-                frontier.extend(nodes[i].output)
-    front: set[int] = set()
-    frontier = [INPUT_NAME]
-    while frontier:
-        tensor = frontier.pop()
-        for i in consumers.get(tensor, []):
-            if nodes[i].op_type == "Conv" or i in front:
-                continue
-            front.add(i)
-            frontier.extend(nodes[i].output)
+    heads = _downstream(nodes, consumers, nodes[pool].input[0])
+    front = _downstream(nodes, consumers, INPUT_NAME, stop_at="Conv")
     return tuple(nodes[i].name for i in sorted(heads | front))
+
+
+def _downstream(nodes: list, consumers: dict[str, list[int]], tensor: str, *, stop_at: str = "") -> set[int]:
+    """Indices of the nodes fed by ``tensor``, directly or not, not walking into ``stop_at`` nodes."""
+    found: set[int] = set()
+    frontier = [tensor]
+    while frontier:
+        for i in consumers.get(frontier.pop(), []):
+            if i in found or nodes[i].op_type == stop_at:
+                continue
+            found.add(i)
+            frontier.extend(nodes[i].output)
+    return found
 
 
 class _PixelReader:
@@ -272,14 +270,10 @@ def quantize_int8(
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }
-    with tempfile.TemporaryDirectory(prefix="authlens-quant-") as tmp:
+    # ORT's quantizer logs one INFO line per rescaled bias on the root logger.
+    with tempfile.TemporaryDirectory(prefix="authlens-quant-") as tmp, quiet_loggers("", "onnxruntime"):
         prepared = Path(tmp) / "prepared.onnx"
         act = QuantType.QInt8 if settings.activation_signed else QuantType.QUInt8
-        # ORT's quantizer logs one INFO line per rescaled bias on the root logger.
-        chatty = [logging.getLogger(), logging.getLogger("onnxruntime")]
-        levels = [lg.level for lg in chatty]
-        for lg in chatty:
-            lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
         try:
             # Shape inference and ORT's graph optimisations first, as ONNX Runtime recommends.
             # ONNX's own shape inference: the graph's shapes are static but for the batch, and
@@ -301,9 +295,6 @@ def quantize_int8(
             )
         except (RuntimeError, ValueError, KeyError) as exc:
             raise QuantizationError(f"ONNX Runtime could not quantize {fp32_path.name}: {exc}") from None
-        finally:
-            for lg, level in zip(chatty, levels, strict=True):
-                lg.setLevel(level)
     return QuantResult(
         path=out_path, excluded_nodes=excluded, calibration_images=len(calibration), settings=settings
     )
