@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -11,6 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from training.data.dataset import EvalDataset
+
+if TYPE_CHECKING:
+    from model.network import AuthLensNet
+    from training.config import TrainConfig
 
 
 def normalize(
@@ -47,6 +52,17 @@ def load_inputs(
     for pixels, index in loader:
         out[index] = pixels
     return out
+
+
+def load_inputs_for(records: Sequence, cfg: TrainConfig) -> torch.Tensor:
+    """:func:`load_inputs` with a run's image settings and at most two loader workers."""
+    return load_inputs(
+        records,
+        image_size=cfg.data.image_size,
+        resize=cfg.data.resize,
+        draft_size=cfg.data.draft_size,
+        workers=min(cfg.data.num_workers, 2),
+    )
 
 
 @dataclass
@@ -98,4 +114,16 @@ def predict(
         flag_logits=torch.cat(flags).numpy(),
         embeddings=torch.cat(embs).numpy(),
         cams=torch.cat(cams).numpy() if with_cams else None,
+    )
+
+
+def predict_for(net: AuthLensNet, inputs: torch.Tensor, cfg: TrainConfig) -> Outputs:
+    """:func:`predict` with ``net``'s normalisation and a run's evaluation batch size and memory format."""
+    return predict(
+        net,
+        inputs,
+        mean=net.mean,
+        std=net.std,
+        batch_size=cfg.train.eval_batch_size,
+        channels_last=cfg.train.channels_last,
     )

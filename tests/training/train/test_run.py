@@ -12,13 +12,13 @@ import yaml
 from tinydata import make_dataset
 from typer.testing import CliRunner
 
+from authlens.cli import app
 from model.configio import load_config
 from model.flags import FLAG_NAMES
-from authlens.cli import app
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data.manifest import load_manifest
-from training.train.run import dense_loss, dense_targets, run
+from training.train.run import run
 
 
 def tiny_config(tmp: Path, manifest: Path, **sections: dict) -> dict:
@@ -267,35 +267,3 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, tiny_manifest: Path) -> N
     best = load_checkpoint(run_dir / "best.pt")
     assert best.ood is not None and best.data["n_train"] == 24
     assert (run_dir / "report.json").is_file()
-
-
-def test_dense_targets_mark_the_cells_a_box_covers() -> None:
-    boxes = torch.tensor(
-        [[[2, 40, 40, 60, 60], [0, 0, 0, 224, 48], [-1, 0, 0, 224, 224]]], dtype=torch.float32
-    )  # a small stitch box inside cell (1, 1), a colour box over the top row and a half, padding
-    cam, flags = dense_targets(boxes, (7, 7), (224, 224), 7)
-    assert cam.shape == (1, 7, 7) and flags.shape == (1, 7, 7, 7)
-    assert flags[0, 2, 1, 1] == 1.0 and flags[0, 2].sum() == 1.0  # the small box: its one cell, whole
-    assert torch.equal(flags[0, 0, 0], torch.ones(7)) and torch.allclose(
-        flags[0, 0, 1], torch.full((7,), 0.5)
-    )
-    assert flags[0, 0, 2:].sum() == 0 and flags[0, 1].sum() == 0  # padding marks nothing
-    assert torch.equal(cam[0], torch.maximum(flags[0, 0], flags[0, 2]))  # any tell
-
-
-def test_dense_loss_only_counts_photos_with_located_tells() -> None:
-    out = {"cam": torch.zeros(2, 7, 7), "flag_maps": torch.zeros(2, 7, 7, 7)}
-    boxes = torch.full((2, 4, 5), -1.0)
-    assert dense_loss(out, boxes, torch.zeros(2), (224, 224)).item() == 0.0
-    # logits 0 against all-zero targets: 2 x log 2 for the one photo that counts
-    assert abs(dense_loss(out, boxes, torch.tensor([1.0, 0.0]), (224, 224)).item() - 2 * np.log(2)) < 1e-6
-
-
-def test_dense_loss_weights_tell_cells() -> None:
-    out = {"cam": torch.zeros(1, 7, 7), "flag_maps": torch.zeros(1, 7, 7, 7)}
-    boxes = torch.full((1, 4, 5), -1.0)
-    boxes[0, 0] = torch.tensor([2.0, 40, 40, 60, 60])  # one cell of one flag
-    plain = dense_loss(out, boxes, torch.ones(1), (224, 224), 1.0).item()
-    weighted = dense_loss(out, boxes, torch.ones(1), (224, 224), 4.0).item()
-    # the tell cell counts 4x: +3 log 2 / 49 on the counterfeit map, +3 log 2 / 343 on the flag maps
-    assert abs(weighted - plain - 3 * np.log(2) * (1 / 49 + 1 / 343)) < 1e-6
