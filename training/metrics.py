@@ -1,6 +1,10 @@
 """Metrics shared by training (validation), evaluation and export, on top of scikit-learn.
 
 The one expected calibration error of the project is :func:`reliability` (its ``ece``).
+
+:data:`METRICS` is the one table of the evaluation summary's figures: key, title, format and
+order. The report's ``summary`` (copied into ``bundle.json``), its Markdown table, the model card
+and the console summary line all read it, so a new metric is one entry here plus its computation.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
@@ -108,3 +113,105 @@ def ece_noise_floor(p: np.ndarray, bins: int = 15, *, draws: int = 200, seed: in
         return float("nan")
     rng = np.random.default_rng(seed)
     return float(np.mean([reliability(p, rng.random(len(p)) < p, bins).ece for _ in range(draws)]))
+
+
+# ----------------------------------------------------------------------------- the table
+
+SCOPES: dict[str, str] = {"photos": "", "items": "item_", "probe": "probe_"}
+"""What a metric is measured on, and the prefix of its summary key: single photos, items (photos
+of one ``item_id`` combined as serving combines them), or the linear-probe baseline."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of the evaluation summary.
+
+    Attributes:
+        key: Its key in the report's ``summary`` and ``bundle.json``'s metrics (stable: serving reads them).
+        title: What people read (report, model card).
+        fmt: A format string for its value, ``"{:.3f}"`` for scores and rates, ``"{:d}"`` for counts.
+        short: Its label in the one-line console summary; ``None`` leaves it out of that line.
+        scope: What it is measured on (a key of :data:`SCOPES`); ``key`` carries the scope's prefix.
+    """
+
+    key: str
+    title: str
+    fmt: str = "{:.3f}"
+    short: str | None = None
+    scope: str = "photos"
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"Unknown metric scope {self.scope!r}. Allowed: {', '.join(SCOPES)}.")
+        if not self.key.startswith(SCOPES[self.scope]):
+            raise ValueError(
+                f"Metric {self.key!r} of scope {self.scope!r} must start with {SCOPES[self.scope]!r}."
+            )
+
+    @property
+    def field(self) -> str:
+        """Its key inside its scope's own section (``item_roc_auc`` -> ``roc_auc`` of ``items``)."""
+        return self.key.removeprefix(SCOPES[self.scope])
+
+    @property
+    def is_count(self) -> bool:
+        """Whether the value is a count (an integer format)."""
+        return self.fmt.endswith("d}")
+
+    def format(self, value: Any, *, digits: int | None = None) -> str:
+        """``value`` as :attr:`fmt` says (``digits`` overrides the decimals of a non-count); ``n/a`` if missing."""
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "n/a"
+        if self.is_count:
+            return self.fmt.format(int(value)) if float(value).is_integer() else str(value)
+        if digits is not None:
+            return f"{value:.{digits}f}"
+        return self.fmt.format(value)
+
+
+_RECALL_1 = "Counterfeit recall at 1% false accusations"
+_RECALL_5 = "Counterfeit recall at 5% false accusations"
+
+METRICS: tuple[Metric, ...] = (
+    Metric("n", "Photos evaluated", "{:d}"),
+    Metric("n_counterfeit", "of which counterfeit", "{:d}"),
+    Metric("roc_auc", "ROC-AUC", short="ROC-AUC"),
+    Metric("pr_auc", "PR-AUC"),
+    Metric("accuracy", "Accuracy at p = 0.5"),
+    Metric("recall_at_far_1pct", _RECALL_1, short="recall@1%FAR"),
+    Metric("recall_at_far_5pct", _RECALL_5, short="recall@5%FAR"),
+    Metric("ece", "ECE (calibrated)", short="ECE"),
+    Metric("ece_uncalibrated", "ECE (before calibration)"),
+    Metric("ece_noise_floor", "ECE a perfectly calibrated model would show on these photos"),
+    Metric("inconclusive_rate", "Inconclusive rate", short="inconclusive"),
+    Metric("false_accusation_rate", "False-accusation rate at the thresholds"),
+    Metric("counterfeit_recall", "Counterfeit recall at the thresholds"),
+    Metric("flag_macro_f1", "Flag macro-F1", short="flag macro-F1"),
+    Metric("localisation_peak_in_box", "Map peak inside the box"),
+    Metric("localisation_chance", "Map peak inside the box by chance"),
+    Metric("ood_rate", "Out-of-distribution rate"),
+    Metric("ood_rate_non_product_photos", "Out-of-distribution rate of non-product photos"),
+    Metric("item_n", "Items evaluated", "{:d}", scope="items"),
+    Metric("item_roc_auc", "ROC-AUC of items", scope="items"),
+    Metric("item_recall_at_far_1pct", f"{_RECALL_1}, items", scope="items"),
+    Metric("item_recall_at_far_5pct", f"{_RECALL_5}, items", scope="items"),
+    Metric("item_ece", "ECE of items (calibrated)", scope="items"),
+    Metric("probe_roc_auc", "ROC-AUC of the linear probe", short="ROC-AUC", scope="probe"),
+    Metric("probe_pr_auc", "PR-AUC of the linear probe", scope="probe"),
+    Metric("probe_recall_at_far_1pct", f"{_RECALL_1}, linear probe", short="recall@1%FAR", scope="probe"),
+    Metric("probe_recall_at_far_5pct", f"{_RECALL_5}, linear probe", scope="probe"),
+    Metric("probe_ece", "ECE of the linear probe", scope="probe"),
+)
+"""Every metric of the evaluation summary, in display order."""
+
+
+def metric(key: str) -> Metric | None:
+    """The :data:`METRICS` entry of summary key ``key``; ``None`` for anything else (e.g. ``evaluated``)."""
+    return next((m for m in METRICS if m.key == key), None)
+
+
+def metrics_of(scope: str) -> tuple[Metric, ...]:
+    """The entries of :data:`METRICS` measured on ``scope`` (a key of :data:`SCOPES`), in display order."""
+    if scope not in SCOPES:
+        raise ValueError(f"Unknown metric scope {scope!r}. Allowed: {', '.join(SCOPES)}.")
+    return tuple(m for m in METRICS if m.scope == scope)

