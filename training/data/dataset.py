@@ -265,7 +265,8 @@ class TrainDataset(Dataset):
 class EvalDataset(Dataset):
     """Un-augmented model inputs, exactly as serving prepares them.
 
-    Each item is ``(pixels (H, W, 3) uint8, index)``; :meth:`geometry` gives the mapping back.
+    Each item is ``(pixels (H, W, 3) uint8, Geometry, index)``: the geometry maps boxes back to
+    the original photo.
     """
 
     def __init__(self, records: Sequence[Record], *, image_size: int, resize: str, draft_size: int) -> None:
@@ -277,22 +278,18 @@ class EvalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def load(self, index: int) -> tuple[np.ndarray, Geometry]:
-        """Model input and geometry of record ``index``."""
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Geometry, int]:
         decoded = read_image(self.records[index], draft_size=self.draft_size)
-        return resize_for_model(decoded, self.size, policy=self.resize)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        pixels, _ = self.load(index)
-        return torch.from_numpy(np.array(pixels)), index  # Pillow's arrays are read-only
-
-
-class GeometryDataset(EvalDataset):
-    """:class:`EvalDataset` items with their geometry: ``(pixels (H, W, 3) uint8, Geometry, index)``."""
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, Geometry, int]:  # type: ignore[override]
-        pixels, geometry = self.load(index)
+        pixels, geometry = resize_for_model(decoded, self.size, policy=self.resize)  # type: ignore[arg-type]
         return pixels, geometry, index
+
+
+def worker_init(_: int) -> None:
+    """``worker_init_fn`` for loaders: one thread per worker, the cores are the model's."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 def _as_list(batch: list) -> list:
@@ -304,17 +301,13 @@ def load_with_geometry(
 ) -> tuple[torch.Tensor, list[Geometry]]:
     """Decode and resize every record once, keeping the geometry of each (to map boxes to originals).
 
-    The same inputs as :func:`training.train.inference.load_inputs`, plus the geometries.
-
     Returns:
         ``(N, H, W, 3)`` uint8 model inputs and ``N`` geometries, in record order.
 
     Raises:
         DataError: a missing or unusable photo (see :func:`read_image`).
     """
-    from training.train.inference import worker_init  # imports this module: not at the top
-
-    ds = GeometryDataset(records, image_size=image_size, resize=resize, draft_size=draft_size)
+    ds = EvalDataset(records, image_size=image_size, resize=resize, draft_size=draft_size)
     inputs = torch.empty((len(records), image_size, image_size, 3), dtype=torch.uint8)
     geometries: list[Geometry | None] = [None] * len(records)
     loader = DataLoader(
@@ -329,6 +322,15 @@ def load_with_geometry(
             inputs[index] = torch.from_numpy(np.array(pixels))  # Pillow's arrays are read-only
             geometries[index] = geometry
     return inputs, geometries  # type: ignore[return-value]
+
+
+def load_inputs(
+    records: Sequence[Record], *, image_size: int, resize: str, draft_size: int, workers: int
+) -> torch.Tensor:
+    """Decode and resize every record once: ``(N, H, W, 3)`` uint8 model inputs (:func:`load_with_geometry`)."""
+    return load_with_geometry(
+        records, image_size=image_size, resize=resize, draft_size=draft_size, workers=workers
+    )[0]
 
 
 class EpochSampler(Sampler[int]):

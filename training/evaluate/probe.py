@@ -14,10 +14,10 @@ import torch
 
 from model.network import AuthLensNet, NetworkSpec
 from training.config import EvaluateConfig
-from training.data.dataset import label_of
+from training.data.dataset import label_of, load_inputs
 from training.evaluate.scores import score_metrics
 from training.metrics import roc_auc
-from training.train.inference import load_inputs, predict
+from training.train.inference import predict
 
 PROBE_CS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 """Inverse regularisation strengths tried on the validation split."""

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from training.data.dataset import EvalDataset
+from training.data.dataset import load_inputs
 
 if TYPE_CHECKING:
     from model.network import AuthLensNet
@@ -26,32 +25,6 @@ def normalize(
     s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
     x = (pixels.permute(0, 3, 1, 2).float() - m) / s
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-
-
-def worker_init(_: int) -> None:
-    """``worker_init_fn`` for loaders: one thread per worker, the cores are the model's."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
-def load_inputs(
-    records: Sequence, *, image_size: int, resize: str, draft_size: int, workers: int
-) -> torch.Tensor:
-    """Decode and resize every record once: ``(N, H, W, 3)`` uint8 model inputs."""
-    ds: Dataset = EvalDataset(records, image_size=image_size, resize=resize, draft_size=draft_size)
-    out = torch.empty((len(records), image_size, image_size, 3), dtype=torch.uint8)
-    loader = DataLoader(
-        ds,
-        batch_size=32,
-        shuffle=False,
-        num_workers=workers,
-        worker_init_fn=worker_init if workers else None,
-    )
-    for pixels, index in loader:
-        out[index] = pixels
-    return out
 
 
 def load_inputs_for(records: Sequence, cfg: TrainConfig) -> torch.Tensor:

@@ -18,9 +18,17 @@ from model.imaging import DecodedImage
 from model.logs import log_event
 from training.config import TrainConfig
 from training.data.augment import Augmenter
-from training.data.dataset import EpochSampler, Splits, TrainDataset, decode_all, label_of, read_image
+from training.data.dataset import (
+    EpochSampler,
+    Splits,
+    TrainDataset,
+    decode_all,
+    label_of,
+    read_image,
+    worker_init,
+)
 from training.data.manifest import Record
-from training.train.inference import load_inputs_for, worker_init
+from training.train.inference import load_inputs_for
 from training.train.startup import Dist, threads_for
 
 log = logging.getLogger(__name__)
