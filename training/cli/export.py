@@ -9,9 +9,15 @@ Run it under the shared CPU lock when it measures INT8 speed:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from model.bundle import Bundle
+    from training.export.run import ExportSummary
 
 
 def export(
@@ -63,16 +69,12 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing bundle at --out.")] = False,
 ) -> None:
     """Export a checkpoint to a verified ONNX bundle."""
-    from rich.console import Console
-    from rich.table import Table
-
     from model.bundle import BundleError
     from model.cliutil import user_errors
     from training.checkpoint import CheckpointError
     from training.data.manifest import ManifestError
     from training.export.run import ExportError, ExportSummary, export_checkpoint
 
-    console = Console(stderr=True)
     summary = ExportSummary()
     with user_errors(CheckpointError, ExportError, BundleError, ManifestError, ValueError):
         bundle = export_checkpoint(
@@ -92,8 +94,23 @@ def export(
             latency_batch=latency_batch,
             overwrite=force,
         )
+    _print_summary(bundle, summary)
+
+
+def _print_summary(bundle: Bundle, summary: ExportSummary) -> None:
+    """Print the export's warnings to stderr, then the summary table to stdout."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
     for warning in summary.warnings:
         console.print(f"[bold red]WARNING:[/] {warning}", highlight=False, soft_wrap=True)
+    Console().print(_summary_table(bundle, summary))
+
+
+def _summary_table(bundle: Bundle, summary: ExportSummary) -> Table:
+    """The table printed after an export: where the bundle is, its parity check and its INT8 figures."""
+    from rich.table import Table
+
     m = bundle.manifest
     table = Table(title=f"bundle {m.name} {m.version}", show_header=False)
     p = summary.parity
@@ -106,24 +123,26 @@ def export(
     )
     table.add_row("photos", p["image_source"])
     if summary.int8:
-        q = summary.int8
-        table.add_row(
-            "INT8 ROC-AUC",
-            f"{q['roc_auc_fp32']:.4f} -> {q['roc_auc_int8']:.4f} (drop {q['roc_auc_fp32'] - q['roc_auc_int8']:+.4f}, "
-            f"allowed {q['max_auc_drop']:g}) on {q['evaluation_images']} photos",
-        )
-        table.add_row("INT8 ECE", f"{q['ece_fp32']:.4f} -> {q['ece_int8']:.4f}")
-        table.add_row(
-            "INT8 speed",
-            f"x{q['speedup']:.2f}: {q['latency_ms_fp32']:.1f} ms -> {q['latency_ms_int8']:.1f} ms per batch of "
-            f"{q['batch_size']} (median of {q['repeats']})",
-        )
-        table.add_row(
-            "INT8 size", f"{q['size_bytes_fp32'] / 1e6:.1f} MB -> {q['size_bytes_int8'] / 1e6:.1f} MB"
-        )
-        table.add_row(
-            "INT8 drift",
-            f"|p_genuine diff| mean {q['mean_abs_diff_p_genuine']:.4f}, max {q['max_abs_diff_p_genuine']:.4f}; "
-            f"verdict flips {q['verdict_flips']}, OOD flips {q['ood_flips']} of {q['evaluation_images']}",
-        )
-    Console().print(table)
+        _add_int8_rows(table, summary.int8)
+    return table
+
+
+def _add_int8_rows(table: Table, q: dict[str, Any]) -> None:
+    """Add the INT8 model's rows: ROC-AUC and ECE against fp32, speed, size and drift."""
+    table.add_row(
+        "INT8 ROC-AUC",
+        f"{q['roc_auc_fp32']:.4f} -> {q['roc_auc_int8']:.4f} (drop {q['roc_auc_fp32'] - q['roc_auc_int8']:+.4f}, "
+        f"allowed {q['max_auc_drop']:g}) on {q['evaluation_images']} photos",
+    )
+    table.add_row("INT8 ECE", f"{q['ece_fp32']:.4f} -> {q['ece_int8']:.4f}")
+    table.add_row(
+        "INT8 speed",
+        f"x{q['speedup']:.2f}: {q['latency_ms_fp32']:.1f} ms -> {q['latency_ms_int8']:.1f} ms per batch of "
+        f"{q['batch_size']} (median of {q['repeats']})",
+    )
+    table.add_row("INT8 size", f"{q['size_bytes_fp32'] / 1e6:.1f} MB -> {q['size_bytes_int8'] / 1e6:.1f} MB")
+    table.add_row(
+        "INT8 drift",
+        f"|p_genuine diff| mean {q['mean_abs_diff_p_genuine']:.4f}, max {q['max_abs_diff_p_genuine']:.4f}; "
+        f"verdict flips {q['verdict_flips']}, OOD flips {q['ood_flips']} of {q['evaluation_images']}",
+    )

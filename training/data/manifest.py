@@ -10,6 +10,9 @@ Three sources read as a manifest:
 * a JSONL file (one JSON object per line, same field names),
 * a folder holding ``manifest.csv`` / ``manifest.jsonl``, or else ``genuine/`` and
   ``counterfeit/`` subfolders of images (searched recursively).
+
+What one ``flags`` or ``boxes`` cell means lives in :mod:`training.data.manifest_cells`; its
+:class:`Box`, :data:`PRODUCT_BOX` and :data:`NO_FLAGS` are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,14 +21,47 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from model.flags import FLAG_INDEX, FLAG_NAMES, LABELS
+from model.flags import FLAG_INDEX, LABELS
+from training.data.manifest_cells import (
+    NO_FLAGS,
+    PRODUCT_BOX,
+    Box,
+    format_boxes,
+    format_flags,
+    parse_box_text,
+    parse_boxes,
+    parse_flags,
+)
+
+__all__ = [
+    "BOX_COLUMN_ALIASES",
+    "IMAGE_EXTENSIONS",
+    "KNOWN_COLUMNS",
+    "MANIFEST_NAMES",
+    "MAX_LISTED_PROBLEMS",
+    "NO_FLAGS",
+    "PRODUCT_BOX",
+    "SPLITS",
+    "Box",
+    "ManifestError",
+    "ParsedManifest",
+    "Record",
+    "common_root",
+    "format_boxes",
+    "format_flags",
+    "format_problems",
+    "load_manifest",
+    "manifest_hash",
+    "parse_manifest",
+    "relative_name",
+    "write_manifest",
+]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -34,12 +70,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".heic", 
 
 MANIFEST_NAMES: tuple[str, ...] = ("manifest.csv", "manifest.jsonl")
 """Looked for, in this order, when a folder is given."""
-
-PRODUCT_BOX = "product"
-"""Box name for the product itself (not a tell)."""
-
-NO_FLAGS = "none"
-"""``flags`` cell meaning *labelled, no tells*; an empty cell means *not labelled*."""
 
 KNOWN_COLUMNS: tuple[str, ...] = ("file", "label", "item_id", "brand", "category", "split", "flags", "boxes")
 """Columns read into :class:`Record` fields, in the order :func:`write_manifest` writes them."""
@@ -60,22 +90,6 @@ class ManifestError(ValueError):
     def __init__(self, message: str, problems: list[tuple[int, str]] | None = None) -> None:
         super().__init__(message)
         self.problems: list[tuple[int, str]] = list(problems or [])
-
-
-@dataclass(frozen=True)
-class Box:
-    """A pixel box ``(x0, y0, x1, y1)`` in the stored image's coordinates, after EXIF orientation.
-
-    ``name`` is a flag name from :data:`model.flags.FLAG_NAMES` or ``product``.
-    ``subtlety`` (0..1, synthetic data only) says how hard the tell is to see; ``None`` if unknown.
-    """
-
-    name: str
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-    subtlety: float | None = None
 
 
 @dataclass(frozen=True)
@@ -134,109 +148,6 @@ def _opt(value: Any) -> str | None:
     return text or None
 
 
-def _number(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite number")
-    return value
-
-
-def _parse_flags(value: Any) -> tuple[tuple[str, ...] | None, list[str]]:
-    """``None``/empty → not labelled; ``none`` → labelled, none; else ``;``-separated names."""
-    if value is None:
-        return None, []
-    if isinstance(value, list | tuple):
-        names = [str(v).strip() for v in value]
-    else:
-        text = str(value).strip()
-        if not text:
-            return None, []
-        if text.lower() == NO_FLAGS:
-            return (), []
-        names = [part.strip() for part in text.split(";")]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in FLAG_INDEX]
-    if unknown:
-        return None, [f"unknown flag(s) {', '.join(map(repr, unknown))} (known: {', '.join(FLAG_NAMES)})"]
-    return tuple(sorted(set(names), key=FLAG_INDEX.__getitem__)), []
-
-
-def _make_box(name: str, coords: list[float], subtlety: float | None) -> tuple[Box | None, str | None]:
-    if name != PRODUCT_BOX and name not in FLAG_INDEX:
-        return None, f"box name {name!r} is neither {PRODUCT_BOX!r} nor a flag ({', '.join(FLAG_NAMES)})"
-    if len(coords) != 4:
-        return None, f"box {name!r} needs 4 numbers x0 y0 x1 y1, got {len(coords)}"
-    x0, y0, x1, y1 = coords
-    if min(coords) < 0 or x1 <= x0 or y1 <= y0:
-        return None, f"box {name!r} {x0:g} {y0:g} {x1:g} {y1:g} must have 0 <= x0 < x1 and 0 <= y0 < y1"
-    if subtlety is not None and not 0.0 <= subtlety <= 1.0:
-        return None, f"box {name!r} subtlety {subtlety:g} is outside 0..1"
-    return Box(name, x0, y0, x1, y1, subtlety), None
-
-
-def _parse_box_text(text: str, default_name: str | None = None) -> tuple[list[Box], list[str]]:
-    """Parse ``name x0 y0 x1 y1 [subtlety]`` entries separated by ``;``.
-
-    With ``default_name`` the entries are bare ``x0 y0 x1 y1`` (the sneakers set's column).
-    """
-    boxes: list[Box] = []
-    errors: list[str] = []
-    for entry in text.split(";"):
-        tokens = entry.replace(",", " ").split()
-        if not tokens:
-            continue
-        if default_name is not None:
-            name, numbers = default_name, tokens
-        else:
-            name, numbers = tokens[0], tokens[1:]
-        try:
-            values = [_number(t) for t in numbers]
-        except ValueError as exc:
-            errors.append(f"malformed box {entry.strip()!r}: {exc}")
-            continue
-        subtlety = None
-        if default_name is None and len(values) == 5:
-            subtlety = values.pop()
-        box, error = _make_box(name, values, subtlety)
-        if error:
-            errors.append(f"malformed box {entry.strip()!r}: {error}")
-        elif box is not None:
-            boxes.append(box)
-    return boxes, errors
-
-
-def _parse_boxes(value: Any) -> tuple[list[Box], list[str]]:
-    if value is None:
-        return [], []
-    if isinstance(value, str):
-        return _parse_box_text(value)
-    if not isinstance(value, list):
-        return [], [f"boxes must be a list or a string, got {type(value).__name__}"]
-    boxes: list[Box] = []
-    errors: list[str] = []
-    for item in value:
-        if isinstance(item, str):
-            got, errs = _parse_box_text(item)
-            boxes += got
-            errors += errs
-            continue
-        if not isinstance(item, dict) or "name" not in item or "box" not in item:
-            errors.append(f"malformed box {item!r}: expected {{'name': ..., 'box': [x0, y0, x1, y1]}}")
-            continue
-        try:
-            coords = [_number(str(v)) for v in item["box"]]
-            subtlety = None if item.get("subtlety") is None else _number(str(item["subtlety"]))
-        except (TypeError, ValueError) as exc:
-            errors.append(f"malformed box {item!r}: {exc}")
-            continue
-        box, error = _make_box(str(item["name"]), coords, subtlety)
-        if error:
-            errors.append(f"malformed box {item!r}: {error}")
-        elif box is not None:
-            boxes.append(box)
-    return boxes, errors
-
-
 def _resolve(root: Path, file: str) -> Path:
     path = Path(file).expanduser()
     if not path.is_absolute():
@@ -258,9 +169,9 @@ def _record_from_row(row: dict[str, Any], line: int, root: Path) -> tuple[Record
         split = split.lower()
         if split not in SPLITS:
             errors.append(f"unknown split {row.get('split')!r} (allowed: {', '.join(SPLITS)} or empty)")
-    flags, flag_errors = _parse_flags(row.get("flags"))
+    flags, flag_errors = parse_flags(row.get("flags"))
     errors += flag_errors
-    boxes, box_errors = _parse_boxes(row.get("boxes"))
+    boxes, box_errors = parse_boxes(row.get("boxes"))
     errors += box_errors
     extra: dict[str, str] = {}
     for key, value in row.items():
@@ -268,7 +179,7 @@ def _record_from_row(row: dict[str, Any], line: int, root: Path) -> tuple[Record
             continue
         if key in BOX_COLUMN_ALIASES:
             text = "" if value is None else str(value)
-            got, errs = _parse_box_text(text, default_name=BOX_COLUMN_ALIASES[key])
+            got, errs = parse_box_text(text, default_name=BOX_COLUMN_ALIASES[key])
             boxes += got
             errors += [f"column {key!r}: {e}" for e in errs]
             continue
@@ -484,27 +395,6 @@ def manifest_hash(records: list[Record]) -> str:
     for name, label, split, size in sorted(rows):
         digest.update(f"{name}\t{label}\t{split}\t{size}\n".encode())
     return digest.hexdigest()
-
-
-def _fmt_number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(round(float(value), 3))
-
-
-def format_boxes(boxes: Iterable[Box]) -> str:
-    """``name x0 y0 x1 y1 [subtlety]`` entries joined by ``;`` (the CSV ``boxes`` cell)."""
-    parts = []
-    for b in boxes:
-        coords = " ".join(_fmt_number(v) for v in (b.x0, b.y0, b.x1, b.y1))
-        tail = "" if b.subtlety is None else f" {_fmt_number(b.subtlety)}"
-        parts.append(f"{b.name} {coords}{tail}")
-    return ";".join(parts)
-
-
-def format_flags(flags: tuple[str, ...] | None) -> str:
-    """The CSV ``flags`` cell: empty = not labelled, ``none`` = labelled without tells."""
-    if flags is None:
-        return ""
-    return ";".join(flags) if flags else NO_FLAGS
 
 
 def write_manifest(records: list[Record], path: str | Path) -> Path:

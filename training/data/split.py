@@ -78,6 +78,82 @@ def group_records(
     return clusters(len(records), edges)
 
 
+def _place_preset_groups(
+    records: Sequence[Record],
+    members: dict[int, list[int]],
+    current: dict[str, dict[str, float]],
+    seed: int,
+) -> tuple[dict[int, str], list[tuple[int, str, int]]]:
+    """Send each group holding a preset split to its most common one, and key the other groups.
+
+    Args:
+        records: The photos.
+        members: Record indices per group.
+        current: Photos per split and label so far; the preset groups' photos are added.
+        seed: Varies the order of the free groups.
+
+    Returns:
+        ``(split per preset group, free groups)``; a free group is ``(-size, seeded key, group)``,
+        so that sorting puts the largest groups first, then a seeded shuffle that depends on the
+        records' relative file names only.
+    """
+    assigned: dict[int, str] = {}
+    root = common_root(records)
+    free: list[tuple[int, str, int]] = []
+    for g, idx in members.items():
+        preset = Counter(records[k].split for k in idx if records[k].split is not None)
+        if preset:
+            best = max(preset.values())
+            assigned[g] = next(s for s in SPLITS if preset.get(s) == best)
+            for k in idx:
+                current[records[k].split or assigned[g]][records[k].label] += 1
+        else:
+            name = min(relative_name(records[k], root) for k in idx)
+            key = hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()
+            free.append((-len(idx), key, g))
+    return assigned, free
+
+
+def _deal_free_groups(
+    records: Sequence[Record],
+    members: dict[int, list[int]],
+    free: list[tuple[int, str, int]],
+    candidates: list[str],
+    target: dict[str, dict[str, float]],
+    current: dict[str, dict[str, float]],
+) -> dict[int, str]:
+    """Deal the groups without a preset split, keeping every split's label mix near its target.
+
+    Largest groups first (they are the hardest to place), then a seeded shuffle; each goes to
+    the split whose labels are furthest below target, relative to the target.
+
+    Args:
+        records: The photos.
+        members: Record indices per group.
+        free: The groups to deal, as :func:`_place_preset_groups` keys them.
+        candidates: Splits with a non-zero share, in tie-break order (val, test, train).
+        target: Photos wanted per split and label.
+        current: Photos per split and label so far; each dealt group's photos are added.
+
+    Returns:
+        The split of every group in ``free``.
+    """
+    assigned: dict[int, str] = {}
+    for _, _, g in sorted(free):
+        counts = Counter(records[k].label for k in members[g])
+
+        def score(s: str, counts: Counter[str] = counts) -> float:
+            return sum(
+                n * (target[s][lab] - current[s][lab]) / max(target[s][lab], 1.0) for lab, n in counts.items()
+            )
+
+        choice = max(candidates, key=score)  # ties go to the first: val, test, train
+        assigned[g] = choice
+        for lab, n in counts.items():
+            current[choice][lab] += n
+    return assigned
+
+
 def split_records(
     records: Sequence[Record],
     *,
@@ -124,37 +200,9 @@ def split_records(
     totals = Counter(r.label for r in records)
     target = {s: {label: fractions[s] * totals[label] for label in LABELS} for s in SPLITS}
     current = {s: dict.fromkeys(LABELS, 0.0) for s in SPLITS}
-    assigned: dict[int, str] = {}
-
-    root = common_root(records)
-    free: list[tuple[int, str, int]] = []
-    for g, idx in members.items():
-        preset = Counter(records[k].split for k in idx if records[k].split is not None)
-        if preset:
-            best = max(preset.values())
-            assigned[g] = next(s for s in SPLITS if preset.get(s) == best)
-            for k in idx:
-                current[records[k].split or assigned[g]][records[k].label] += 1
-        else:
-            name = min(relative_name(records[k], root) for k in idx)
-            key = hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()
-            free.append((-len(idx), key, g))
-
-    # Largest groups first (they are the hardest to place), then a seeded shuffle; each goes to
-    # the split whose labels are furthest below target, relative to the target.
+    assigned, free = _place_preset_groups(records, members, current, seed)
     candidates = [s for s in ("val", "test", "train") if fractions[s] > 0]
-    for _, _, g in sorted(free):
-        counts = Counter(records[k].label for k in members[g])
-
-        def score(s: str, counts: Counter[str] = counts) -> float:
-            return sum(
-                n * (target[s][lab] - current[s][lab]) / max(target[s][lab], 1.0) for lab, n in counts.items()
-            )
-
-        choice = max(candidates, key=score)  # ties go to the first: val, test, train
-        assigned[g] = choice
-        for lab, n in counts.items():
-            current[choice][lab] += n
+    assigned |= _deal_free_groups(records, members, free, candidates, target, current)
     return [
         r if r.split is not None else replace(r, split=assigned[int(groups[k])])
         for k, r in enumerate(records)

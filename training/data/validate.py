@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,11 +32,15 @@ from training.data.dedupe import (
 from training.data.manifest import (
     IMAGE_EXTENSIONS,
     MANIFEST_NAMES,
+    ParsedManifest,
     Record,
     manifest_hash,
     parse_manifest,
     relative_name,
 )
+
+if TYPE_CHECKING:
+    from model.imaging import DecodedImage
 
 MIN_SIDE = 128
 """Photos whose shorter side is below this are listed as small (the service answers them inconclusive)."""
@@ -187,6 +191,27 @@ def _unlisted(root: Path, listed: set[Path], source: Path) -> list[dict[str, Any
     return out
 
 
+@dataclass
+class _PhotoScan:
+    """What opening every photo gathered for the summary and the duplicate search.
+
+    Attributes:
+        hashes: ``(N, len(VARIANTS))`` perceptual hashes (zero where unreadable).
+        ok: ``(N,)`` which photos decoded.
+        digests: SHA-256 of each file's bytes, ``None`` where it could not be read.
+        widths, heights: Original sizes of the decoded photos.
+        formats, modes: Decoded formats and source modes, counted.
+    """
+
+    hashes: np.ndarray
+    ok: np.ndarray
+    digests: list[str | None]
+    widths: list[int] = field(default_factory=list)
+    heights: list[int] = field(default_factory=list)
+    formats: Counter[str] = field(default_factory=Counter)
+    modes: Counter[str] = field(default_factory=Counter)
+
+
 def validate_dataset(
     path: str | Path,
     *,
@@ -209,10 +234,26 @@ def validate_dataset(
         ManifestError: only when the manifest as a whole is unusable (missing, no ``file``
             or ``label`` column, not UTF-8, no rows).
     """
-    from model.imaging import ImageError, decode_image
-
     start = time.perf_counter()
     parsed = parse_manifest(path)
+    records = parsed.records
+    report = _manifest_report(parsed, threshold)
+    names = [relative_name(r, parsed.root) for r in records]
+    scan = _scan_photos(report, records, names, min_side, progress)
+    report.readable = int(scan.ok.sum())
+    report.formats = dict(scan.formats.most_common())
+    report.modes = dict(scan.modes.most_common())
+    if scan.widths:
+        report.sizes = _size_summary(scan.widths, scan.heights)
+    report.balance = _balance(records)
+    _duplicates(report, records, names, scan.hashes, scan.ok, threshold, scan.digests)
+    _item_checks(report, records, names)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _manifest_report(parsed: ParsedManifest, threshold: int) -> ValidationReport:
+    """A new report holding what the manifest itself says: bad rows, skipped and unlisted files."""
     root = parsed.root
     records = parsed.records
     report = ValidationReport(
@@ -231,89 +272,108 @@ def validate_dataset(
     if parsed.source.is_file():
         listed = {r.file for r in records} | {root / n for n in MANIFEST_NAMES}
         report.skipped_files += _unlisted(root, listed, parsed.source)
+    return report
 
-    names = [relative_name(r, root) for r in records]
-    hashes = np.zeros((len(records), len(VARIANTS)), np.uint64)
-    ok = np.zeros(len(records), bool)
-    digests: list[str | None] = [None] * len(records)
-    widths: list[int] = []
-    heights: list[int] = []
-    formats: Counter[str] = Counter()
-    modes: Counter[str] = Counter()
+
+def _scan_photos(
+    report: ValidationReport,
+    records: list[Record],
+    names: list[str],
+    min_side: int,
+    progress: Callable[[int, int], None] | None,
+) -> _PhotoScan:
+    """Decode every photo as serving does, listing unreadable ones and the oddities of the rest."""
+    from model.imaging import ImageError, decode_image
+
+    scan = _PhotoScan(
+        hashes=np.zeros((len(records), len(VARIANTS)), np.uint64),
+        ok=np.zeros(len(records), bool),
+        digests=[None] * len(records),
+    )
     for k, r in enumerate(records):
         where = {"file": names[k], "line": r.line}
         try:
             data = r.file.read_bytes()
-            digests[k] = hashlib.sha256(data).hexdigest()
+            scan.digests[k] = hashlib.sha256(data).hexdigest()
             decoded = decode_image(data, draft_size=HASH_DRAFT_SIZE)
         except ImageError as exc:
             report.unreadable.append({**where, "code": exc.code, "reason": exc.message})
         except OSError as exc:
             report.unreadable.append({**where, "code": "unreadable_file", "reason": f"cannot read: {exc}"})
         else:
-            ok[k] = True
-            hashes[k] = phash_variants(decoded.pixels)
+            scan.ok[k] = True
+            scan.hashes[k] = phash_variants(decoded.pixels)
             w, h = decoded.original_size
-            widths.append(w)
-            heights.append(h)
-            formats[decoded.format] += 1
-            modes[decoded.source_mode] += 1
-            if decoded.source_mode != "RGB":
-                report.converted.append(
-                    {
-                        **where,
-                        "mode": decoded.source_mode,
-                        "reason": f"{decoded.source_mode} converted to RGB on decode",
-                    }
-                )
-            if decoded.exif_orientation != 1:
-                report.exif_rotated.append(
-                    {
-                        **where,
-                        "orientation": decoded.exif_orientation,
-                        "reason": "EXIF orientation applied on decode; boxes must be in the upright photo's pixels",
-                    }
-                )
-            expected = _EXTENSION_FORMATS.get(r.file.suffix.lower())
-            if expected is not None and expected != decoded.format:
-                report.extension_mismatch.append(
-                    {
-                        **where,
-                        "format": decoded.format,
-                        "reason": f"named {r.file.suffix} but holds {decoded.format}",
-                    }
-                )
-            if min(w, h) < min_side:
-                report.small.append(
-                    {**where, "size": [w, h], "reason": f"shorter side {min(w, h)} < {min_side} px"}
-                )
-            for b in r.boxes:
-                if b.x1 > w + 1 or b.y1 > h + 1:
-                    report.boxes_outside.append(
-                        {
-                            **where,
-                            "box": [b.name, b.x0, b.y0, b.x1, b.y1],
-                            "reason": f"box {b.name} reaches ({b.x1:g}, {b.y1:g}) outside the {w}x{h} photo",
-                        }
-                    )
+            scan.widths.append(w)
+            scan.heights.append(h)
+            scan.formats[decoded.format] += 1
+            scan.modes[decoded.source_mode] += 1
+            _check_decoding(report, r, where, decoded)
+            _check_geometry(report, r, where, (w, h), min_side)
         if progress is not None:
             progress(k + 1, len(records))
-    report.readable = int(ok.sum())
-    report.formats = dict(formats.most_common())
-    report.modes = dict(modes.most_common())
-    if widths:
-        w_arr, h_arr = np.array(widths), np.array(heights)
-        report.sizes = {
-            "width": {"min": int(w_arr.min()), "median": float(np.median(w_arr)), "max": int(w_arr.max())},
-            "height": {"min": int(h_arr.min()), "median": float(np.median(h_arr)), "max": int(h_arr.max())},
-            "most_common": [
-                f"{w}x{h}" for (w, h), _ in Counter(zip(widths, heights, strict=True)).most_common(3)
-            ],
-        }
-    report.balance = _balance(records)
-    _duplicates(report, records, names, hashes, ok, threshold, digests)
-    report.seconds = time.perf_counter() - start
-    return report
+    return scan
+
+
+def _check_decoding(
+    report: ValidationReport, record: Record, where: dict[str, Any], decoded: DecodedImage
+) -> None:
+    """List a photo converted from another mode, turned by EXIF, or named for another format."""
+    if decoded.source_mode != "RGB":
+        report.converted.append(
+            {
+                **where,
+                "mode": decoded.source_mode,
+                "reason": f"{decoded.source_mode} converted to RGB on decode",
+            }
+        )
+    if decoded.exif_orientation != 1:
+        report.exif_rotated.append(
+            {
+                **where,
+                "orientation": decoded.exif_orientation,
+                "reason": "EXIF orientation applied on decode; boxes must be in the upright photo's pixels",
+            }
+        )
+    expected = _EXTENSION_FORMATS.get(record.file.suffix.lower())
+    if expected is not None and expected != decoded.format:
+        report.extension_mismatch.append(
+            {
+                **where,
+                "format": decoded.format,
+                "reason": f"named {record.file.suffix} but holds {decoded.format}",
+            }
+        )
+
+
+def _check_geometry(
+    report: ValidationReport, record: Record, where: dict[str, Any], size: tuple[int, int], min_side: int
+) -> None:
+    """List a photo smaller than ``min_side`` and boxes reaching outside its ``(width, height)``."""
+    w, h = size
+    if min(w, h) < min_side:
+        report.small.append({**where, "size": [w, h], "reason": f"shorter side {min(w, h)} < {min_side} px"})
+    for b in record.boxes:
+        if b.x1 > w + 1 or b.y1 > h + 1:
+            report.boxes_outside.append(
+                {
+                    **where,
+                    "box": [b.name, b.x0, b.y0, b.x1, b.y1],
+                    "reason": f"box {b.name} reaches ({b.x1:g}, {b.y1:g}) outside the {w}x{h} photo",
+                }
+            )
+
+
+def _size_summary(widths: list[int], heights: list[int]) -> dict[str, Any]:
+    """Smallest, median and largest width and height, and the three most common sizes."""
+    w_arr, h_arr = np.array(widths), np.array(heights)
+    return {
+        "width": {"min": int(w_arr.min()), "median": float(np.median(w_arr)), "max": int(w_arr.max())},
+        "height": {"min": int(h_arr.min()), "median": float(np.median(h_arr)), "max": int(h_arr.max())},
+        "most_common": [
+            f"{w}x{h}" for (w, h), _ in Counter(zip(widths, heights, strict=True)).most_common(3)
+        ],
+    }
 
 
 def _duplicates(
@@ -325,6 +385,7 @@ def _duplicates(
     threshold: int,
     digests: list[str | None],
 ) -> None:
+    """Count near-duplicate pairs and list their clusters, with those that leak or disagree on labels."""
     pairs = []
     for p in near_duplicate_pairs(hashes, threshold=threshold, mask=ok):
         a, b = records[p.i].item_id, records[p.j].item_id
@@ -366,6 +427,10 @@ def _duplicates(
             report.label_conflicts.append(
                 {**cluster, "reason": "copies of one photo labelled both genuine and counterfeit"}
             )
+
+
+def _item_checks(report: ValidationReport, records: list[Record], names: list[str]) -> None:
+    """List items whose photos sit in more than one split or carry both labels."""
     items: dict[str, list[int]] = {}
     for k, r in enumerate(records):
         if r.item_id is not None:

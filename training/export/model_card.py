@@ -161,22 +161,43 @@ def render_model_card(
         data: The training data description (default: :func:`describe_data` of the checkpoint's manifest).
         warnings: Export warnings to show prominently (e.g. an allowed INT8 AUC drop).
     """
-    prov = fields["provenance"]
-    dec = fields["decision"]
-    inp = fields["input"]
     data = data or describe_data(ckpt.data.get("manifest"))
-    pretrained = getattr(ckpt.spec, "pretrained", "")
-    if pretrained == "imagenet" and ckpt.spec.backbone == "efficientnet_lite0":
-        weights = LITE0_WEIGHTS
-    elif pretrained and pretrained.lower() != "none":
-        weights = f"Initialised from `{pretrained}`; its licence is that of its source."
-    else:
-        weights = f"timm `{ckpt.spec.backbone}` trained from random initialisation (no third-party weights)."
-    n = {k: ckpt.data.get(k) for k in ("n_train", "n_val", "n_test")}
+    weights = _weights(ckpt.spec)
+    lines = [
+        *_title(fields, warnings),
+        *_intended_use_section(),
+        *_model_section(fields, weights),
+        *_training_data_section(data, ckpt.data),
+        *_metrics_section(fields),
+        *_export_checks_section(fields),
+        *_thresholds_section(fields),
+        *_limits_section(),
+        *_licences_section(weights, data),
+    ]
+    return "\n".join(lines)
+
+
+def _weights(spec: Any) -> str:
+    """Where the network's starting weights came from, and so their licence."""
+    pretrained = getattr(spec, "pretrained", "")
+    if pretrained == "imagenet" and spec.backbone == "efficientnet_lite0":
+        return LITE0_WEIGHTS
+    if pretrained and pretrained.lower() != "none":
+        return f"Initialised from `{pretrained}`; its licence is that of its source."
+    return f"timm `{spec.backbone}` trained from random initialisation (no third-party weights)."
+
+
+def _title(fields: dict[str, Any], warnings: list[str] | None) -> list[str]:
+    """The card's title, then each export warning as a quoted line."""
     lines = [f"# Model card: {fields['name']} {fields['version']}", ""]
     for w in warnings or []:
         lines += [f"> **WARNING:** {w}", ""]
-    lines += [
+    return lines
+
+
+def _intended_use_section() -> list[str]:
+    """What the model is for, and what it is not for."""
+    return [
         "## Intended use",
         "",
         "Decision support for investigators and automated screening of product photos for counterfeits: "
@@ -188,6 +209,14 @@ def render_model_card(
         "Not intended for: product categories or brands absent from the training data (see Limits), "
         "photos of screens or printouts, or any use as the sole basis of a legal decision.",
         "",
+    ]
+
+
+def _model_section(fields: dict[str, Any], weights: str) -> list[str]:
+    """Backbone, input, weights, heads and provenance."""
+    prov = fields["provenance"]
+    inp = fields["input"]
+    return [
         "## Model",
         "",
         f"- Backbone: timm `{prov['timm_model']}`, input {inp['height']}x{inp['width']} RGB, resize "
@@ -199,42 +228,67 @@ def render_model_card(
         f"manifest sha256 `{prov['data_manifest_hash'][:16]}`, epoch {prov.get('checkpoint_epoch')}, "
         f"exported {_when(prov['created_at'])}.",
         "",
+    ]
+
+
+def _training_data_section(data: DataDescription, record: dict[str, Any]) -> list[str]:
+    """The dataset and its photos per split (``record``: the checkpoint's data record)."""
+    n = {k: record.get(k) for k in ("n_train", "n_val", "n_test")}
+    return [
         "## Training data",
         "",
         f"- {data.name}: {data.text}",
         f"- Photos: {n['n_train'] or '?'} train, {n['n_val'] or '?'} validation, {n['n_test'] or '?'} test.",
         "",
-        "## Metrics",
-        "",
-        *_metrics_table(fields.get("metrics") or {}),
-        "",
     ]
+
+
+def _metrics_section(fields: dict[str, Any]) -> list[str]:
+    """The metrics table, fine-tuned against the linear probe."""
+    return ["## Metrics", "", *_metrics_table(fields.get("metrics") or {}), ""]
+
+
+def _export_checks_section(fields: dict[str, Any]) -> list[str]:
+    """ONNX parity and the INT8 comparison; nothing when the bundle records no parity check."""
     parity = fields.get("parity")
-    if parity:
-        lines += [
-            "## Export checks",
-            "",
-            f"- ONNX Runtime vs torch on {parity['images']} photos ({parity['image_source']}): max |difference| "
-            f"of the probabilities {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g}); batch "
-            f"sizes {', '.join(str(b) for b in parity['batch_sizes'])} checked.",
-        ]
-        int8 = fields.get("int8")
-        if int8:
-            drop = int8["roc_auc_fp32"] - int8["roc_auc_int8"]
-            lines += [
-                f"- INT8 (`{int8['file']}`, {int8.get('quant_format')}, per-channel {int8.get('per_channel')}): "
-                f"ROC-AUC {int8['roc_auc_fp32']:.4f} -> {int8['roc_auc_int8']:.4f} (drop {drop:+.4f}, "
-                f"allowed {int8.get('max_auc_drop')}), ECE {_fmt(int8.get('ece_fp32'))} -> {_fmt(int8.get('ece_int8'))}, "
-                f"speed-up x{int8['speedup']:.2f} at batch {int8.get('batch_size')} on the export machine, on "
-                f"{int8.get('evaluation_images')} photos ({int8.get('evaluation_source')}). Mean |change| of "
-                f"the authenticity score {_fmt(int8.get('mean_abs_diff_p_genuine'))} (max "
-                f"{_fmt(int8.get('max_abs_diff_p_genuine'))}); {int8.get('verdict_flips')} photos change verdict.",
-            ]
-            if int8.get("auc_drop_allowed"):
-                lines.append("- **The INT8 AUC drop exceeded the limit and was explicitly allowed.**")
-        lines.append("")
+    if not parity:
+        return []
+    lines = [
+        "## Export checks",
+        "",
+        f"- ONNX Runtime vs torch on {parity['images']} photos ({parity['image_source']}): max |difference| "
+        f"of the probabilities {parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g}); batch "
+        f"sizes {', '.join(str(b) for b in parity['batch_sizes'])} checked.",
+    ]
+    int8 = fields.get("int8")
+    if int8:
+        lines += _int8_lines(int8)
+    lines.append("")
+    return lines
+
+
+def _int8_lines(int8: dict[str, Any]) -> list[str]:
+    """The INT8 model against fp32: AUC, ECE, speed, drift, and whether the AUC drop was allowed."""
+    drop = int8["roc_auc_fp32"] - int8["roc_auc_int8"]
+    lines = [
+        f"- INT8 (`{int8['file']}`, {int8.get('quant_format')}, per-channel {int8.get('per_channel')}): "
+        f"ROC-AUC {int8['roc_auc_fp32']:.4f} -> {int8['roc_auc_int8']:.4f} (drop {drop:+.4f}, "
+        f"allowed {int8.get('max_auc_drop')}), ECE {_fmt(int8.get('ece_fp32'))} -> {_fmt(int8.get('ece_int8'))}, "
+        f"speed-up x{int8['speedup']:.2f} at batch {int8.get('batch_size')} on the export machine, on "
+        f"{int8.get('evaluation_images')} photos ({int8.get('evaluation_source')}). Mean |change| of "
+        f"the authenticity score {_fmt(int8.get('mean_abs_diff_p_genuine'))} (max "
+        f"{_fmt(int8.get('max_abs_diff_p_genuine'))}); {int8.get('verdict_flips')} photos change verdict.",
+    ]
+    if int8.get("auc_drop_allowed"):
+        lines.append("- **The INT8 AUC drop exceeded the limit and was explicitly allowed.**")
+    return lines
+
+
+def _thresholds_section(fields: dict[str, Any]) -> list[str]:
+    """The verdict thresholds, when a photo is inconclusive, and the flag thresholds."""
+    dec = fields["decision"]
     flag_titles = {f.name: f.title for f in FLAGS}
-    lines += [
+    return [
         "## Decision thresholds",
         "",
         "All thresholds apply to the calibrated counterfeit probability `p = 1 - authenticity_score`.",
@@ -258,6 +312,12 @@ def render_model_card(
         + ", ".join(f"{flag_titles.get(k, k)} {v:.2f}" for k, v in dec["flag_thresholds"].items())
         + ".",
         "",
+    ]
+
+
+def _limits_section() -> list[str]:
+    """Where the model is known to fail."""
+    return [
         "## Limits",
         "",
         "- Categories, brands and models it has never seen: scores on them are meaningless even when "
@@ -268,6 +328,12 @@ def render_model_card(
         "- New counterfeit techniques, unusual lighting, heavy filters, screenshots and collages are out of scope.",
         "- Calibration holds for photos like the validation set; it drifts when the mix of items changes.",
         "",
+    ]
+
+
+def _licences_section(weights: str, data: DataDescription) -> list[str]:
+    """The licences of the weights, the data and the code."""
+    return [
         "## Licences",
         "",
         f"- Weights: {weights}",
@@ -275,4 +341,3 @@ def render_model_card(
         "- Code: authlens, Apache-2.0.",
         "",
     ]
-    return "\n".join(lines)
