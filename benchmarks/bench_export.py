@@ -85,7 +85,6 @@ def int8(ckpt: Checkpoint, images: ExportImages, fp32: Path, out: Path, batch: i
     """Every quantization setting worth comparing, scored and timed against fp32."""
     from sklearn.metrics import roc_auc_score
 
-    from model.bundle import OODStats
     from model.session import make_session, run_batches
     from training.export.quantize import QuantSettings, quantize_int8, time_side_by_side, verdict_flips
     from training.metrics import reliability
@@ -102,7 +101,7 @@ def int8(ckpt: Checkpoint, images: ExportImages, fp32: Path, out: Path, batch: i
     x, y = images.evaluation.pixels, images.evaluation.labels
     ref = run_batches(make_session(fp32), x)
     pf = 1.0 - ref["p_genuine"]
-    ood = OODStats(ckpt.ood.means, ckpt.ood.precision)
+    ood = ckpt.ood.stats
     ood_f = ood.score(ref["embedding"]) > ckpt.ood.threshold
     _line(
         bench="int8",

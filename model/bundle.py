@@ -34,15 +34,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from model.flags import FLAG_NAMES, LABELS
 from model.imaging import ResizePolicy
+from model.ood import OODFileError, OODMethod, OODStats, load_ood
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version 2 added ``content_sha256``, ``parity``, ``SHA256SUMS`` and optional export figures;
-version 1 bundles still load."""
+version 3 the ``knn`` OOD method; versions 1 and 2 still load."""
 MIN_SCHEMA_VERSION = 1
 MANIFEST_NAME = "bundle.json"
 MODEL_FILE = "model.onnx"
@@ -128,9 +128,11 @@ class Decision(_Strict):
 
 
 class OODSpec(_Strict):
-    """Out-of-distribution test on the embedding (statistics in ``ood.npz``)."""
+    """Out-of-distribution test on the embedding (statistics in ``ood.npz``, see :mod:`model.ood`)."""
 
-    method: Literal["mahalanobis"] = "mahalanobis"
+    method: OODMethod = Field(
+        default="mahalanobis", description="knn or mahalanobis (bundles before 2026-12)."
+    )
     file: str = OOD_FILE
     threshold: float = Field(description="Scores above this are outside what the model knows.")
     quantile: float = Field(gt=0, le=1, description="Training-score quantile the threshold was set at.")
@@ -266,21 +268,6 @@ class BundleManifest(_Strict):
 
 
 @dataclass(frozen=True)
-class OODStats:
-    """Class-conditional Gaussian of the embedding with a shared covariance (Mahalanobis)."""
-
-    means: np.ndarray  # (C, D)
-    precision: np.ndarray  # (D, D), inverse of the shared covariance
-
-    def score(self, embedding: np.ndarray) -> np.ndarray:
-        """Minimum Mahalanobis distance over classes; ``(B, D) -> (B,)``, larger = more unusual."""
-        e = np.asarray(embedding, dtype=np.float64)
-        d = e[:, None, :] - self.means[None, :, :].astype(np.float64)  # (B, C, D)
-        m = np.einsum("bcd,de,bce->bc", d, self.precision.astype(np.float64), d)
-        return np.sqrt(np.maximum(m.min(axis=1), 0.0))
-
-
-@dataclass(frozen=True)
 class Bundle:
     """A verified bundle on disk.
 
@@ -345,28 +332,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_ood_stats(path: Path, stats: OODStats) -> None:
-    """Write OOD statistics as float32 ``.npz`` (no pickles: loading them is safe)."""
-    with open(path, "wb") as f:
-        np.savez(f, means=stats.means.astype(np.float32), precision=stats.precision.astype(np.float32))
-
-
-def _load_ood(path: Path, embedding_dim: int) -> OODStats:
+def _load_ood(path: Path, method: str, embedding_dim: int) -> OODStats:
     try:
-        with np.load(path, allow_pickle=False) as z:
-            means, precision = z["means"], z["precision"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise BundleError(f"{path.name}: not readable OOD statistics ({exc}).") from None
-    if (
-        means.ndim != 2
-        or means.shape[1] != embedding_dim
-        or precision.shape != (embedding_dim, embedding_dim)
-    ):
+        stats = load_ood(path, method)
+    except OODFileError as exc:
+        raise BundleError(f"{path.name}: {exc}") from None
+    if stats.dim != embedding_dim:
         raise BundleError(
-            f"{path.name}: shapes means {means.shape}, precision {precision.shape} do not match "
-            f"embedding_dim {embedding_dim}."
+            f"{path.name}: {method} statistics of dimension {stats.dim}, embedding_dim {embedding_dim}."
         )
-    return OODStats(means=means, precision=precision)
+    return stats
 
 
 def write_bundle(
@@ -568,7 +543,7 @@ def load_bundle(directory: str | Path, *, strict: bool = False, expected_sha256:
             "bundle_unlisted_files",
             extra={"fields": {"path": str(path), "files": list(unlisted), "note": "never read"}},
         )
-    ood = _load_ood(path / manifest.ood.file, manifest.embedding_dim)
+    ood = _load_ood(path / manifest.ood.file, manifest.ood.method, manifest.embedding_dim)
     return Bundle(path=path, manifest=manifest, sha256=sha256, ood_stats=ood, unlisted_files=unlisted)
 
 

@@ -56,6 +56,7 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0):
     import torch
 
     from model.network import AuthLensNet, NetworkSpec
+    from model.ood import KnnOOD, l2_normalise
     from training.checkpoint import Checkpoint, InputSettings, OODReference
 
     torch.manual_seed(seed)
@@ -77,8 +78,7 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0):
             min_sharpness=0.0,
         ),
         ood=OODReference(
-            means=np.zeros((2, dim), np.float32),
-            precision=np.eye(dim, dtype=np.float32) * 1e-3,
+            stats=KnnOOD(reference=l2_normalise(np.random.default_rng(seed).normal(size=(16, dim))), k=2),
             threshold=1e9,
             quantile=0.99,
         ),

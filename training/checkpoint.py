@@ -22,6 +22,7 @@ import torch
 from model.bundle import Decision
 from model.flags import FLAG_NAMES
 from model.network import AuthLensNet, NetworkSpec
+from model.ood import OODStats, from_arrays
 
 FORMAT_VERSION = 2
 
@@ -32,12 +33,11 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class OODReference:
-    """Mahalanobis reference of the training embeddings."""
+    """The out-of-distribution scorer fitted at the end of training, and its threshold."""
 
-    means: np.ndarray  # (C, D)
-    precision: np.ndarray  # (D, D)
-    threshold: float
-    quantile: float
+    stats: OODStats  # the scorer serving will run (model.ood)
+    threshold: float  # scores above it are out of distribution
+    quantile: float  # share of held-out in-distribution photos at or below the threshold
 
 
 @dataclass
@@ -98,8 +98,8 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
         "ood": None
         if ckpt.ood is None
         else {
-            "means": torch.from_numpy(np.asarray(ckpt.ood.means, dtype=np.float32)),
-            "precision": torch.from_numpy(np.asarray(ckpt.ood.precision, dtype=np.float32)),
+            "method": ckpt.ood.stats.method,
+            **{k: torch.from_numpy(np.asarray(v)) for k, v in ckpt.ood.stats.arrays().items()},
             "threshold": float(ckpt.ood.threshold),
             "quantile": float(ckpt.ood.quantile),
         },
@@ -146,19 +146,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             **{**raw["input"], "mean": tuple(raw["input"]["mean"]), "std": tuple(raw["input"]["std"])}
         ),
         decision=_decision(raw),
-        ood=None
-        if ood is None
-        else OODReference(
-            means=ood["means"].numpy(),
-            precision=ood["precision"].numpy(),
-            threshold=float(ood["threshold"]),
-            quantile=float(ood["quantile"]),
-        ),
+        ood=None if ood is None else _ood(ood),
         data=raw["data"],
         metrics=raw["metrics"],
         epoch=int(raw["epoch"]),
         git_commit=str(raw["git_commit"]),
         train_state=raw.get("train_state"),
+    )
+
+
+def _ood(raw: dict[str, Any]) -> OODReference:
+    """The stored OOD reference; checkpoints before 2026-12 hold Mahalanobis arrays without a method."""
+    arrays = {k: v.numpy() for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    return OODReference(
+        stats=from_arrays(str(raw.get("method", "mahalanobis")), arrays),
+        threshold=float(raw["threshold"]),
+        quantile=float(raw["quantile"]),
     )
 
 

@@ -17,7 +17,6 @@ from model.imaging import resize_for_model
 from model.network import AuthLensNet
 from training.checkpoint import Checkpoint
 from training.data.dataset import load_with_geometry
-from training.train.calibration import ood_stats
 from training.train.inference import predict
 
 FOREIGN_SAMPLES: tuple[str, ...] = (
@@ -48,7 +47,7 @@ def foreign_photos() -> list[tuple[str, np.ndarray]]:
 def _ood_scores(net: AuthLensNet, ckpt: Checkpoint, inputs: torch.Tensor) -> np.ndarray:
     """``(N,)`` OOD scores of ``(N, H, W, 3)`` uint8 inputs against the checkpoint's reference."""
     assert ckpt.ood is not None
-    return ood_stats(ckpt.ood).score(predict(net, inputs, mean=net.mean, std=net.std).embeddings)
+    return ckpt.ood.stats.score(predict(net, inputs, mean=net.mean, std=net.std).embeddings)
 
 
 def _flagged(source: str, scores: np.ndarray, threshold: float) -> dict[str, Any]:

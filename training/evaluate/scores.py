@@ -33,7 +33,7 @@ from training.metrics import (
     reliability,
     roc_auc,
 )
-from training.train.calibration import calibrated_probability, ood_stats
+from training.train.calibration import calibrated_probability
 from training.train.inference import Outputs, predict
 
 FARS: tuple[float, ...] = (0.01, 0.05)
@@ -87,7 +87,7 @@ def score_photos(
     outputs = predict(net, inputs, mean=net.mean, std=net.std, batch_size=64, with_cams=True)
     inference_s = time.perf_counter() - t0
     p = calibrated_probability(outputs.logits, decision.temperature)
-    ood_scores = ood_stats(ckpt.ood).score(outputs.embeddings)
+    ood_scores = ckpt.ood.stats.score(outputs.embeddings)
     outcomes = []
     for i, g in enumerate(geometries):
         reasons = usability_reasons(

@@ -27,13 +27,12 @@ from model.bundle import (
     Bundle,
     BundleError,
     Decision,
-    OODStats,
     load_bundle,
-    save_ood_stats,
     sha256_file,
     write_bundle,
 )
 from model.logs import log_event
+from model.ood import OODStats, save_ood
 from training.checkpoint import Checkpoint
 from training.data.photos import ExportImages, ImageSet, generated_images
 from training.export.graph import EXPORTER, check_graph, check_parity, export_onnx
@@ -260,8 +259,8 @@ def export_bundle(
         parity, opset = _export_checked_graph(ckpt, staging / MODEL_FILE, parity_set, options, fields)
         summary.parity = parity
         fields["provenance"].update(_runtime_provenance(opset, checkpoint_path))
-        ood = OODStats(means=ckpt.ood.means, precision=ckpt.ood.precision)
-        save_ood_stats(staging / OOD_FILE, ood)
+        ood = ckpt.ood.stats
+        save_ood(staging / OOD_FILE, ood)
         if options.int8:
             assert images is not None and images.calibration is not None
             log_event(log, "export", stage="INT8: calibrate, quantize, compare ROC-AUC and speed with fp32")

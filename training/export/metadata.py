@@ -139,9 +139,14 @@ def manifest_fields(ckpt: Checkpoint, *, name: str, version: str) -> dict[str, A
             "std": ckpt.input.std,
         },
         "map_size": (math.ceil(size / stride), math.ceil(size / stride)),
-        "embedding_dim": int(ckpt.ood.means.shape[1]),
+        "embedding_dim": ckpt.ood.stats.dim,
         "decision": ckpt.decision.model_dump(mode="json"),
-        "ood": {"file": OOD_FILE, "threshold": ckpt.ood.threshold, "quantile": ckpt.ood.quantile},
+        "ood": {
+            "method": ckpt.ood.stats.method,
+            "file": OOD_FILE,
+            "threshold": ckpt.ood.threshold,
+            "quantile": ckpt.ood.quantile,
+        },
         "metrics": collect_metrics(ckpt, None),
         "provenance": {
             "timm_model": ckpt.spec.backbone,

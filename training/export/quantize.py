@@ -40,8 +40,9 @@ from typing import Literal
 
 import numpy as np
 
-from model.bundle import INPUT_NAME, Decision, OODStats
+from model.bundle import INPUT_NAME, Decision
 from model.decision import classify
+from model.ood import OODStats
 from model.session import make_session, run_batches
 from training.config import EvaluateConfig
 from training.export.graph import quiet_loggers

@@ -21,9 +21,10 @@ from scipy.optimize import minimize_scalar
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import precision_recall_curve
 
-from model.bundle import Decision, OODStats
+from model.bundle import Decision
 from model.decision import logit, sigmoid
 from model.flags import FLAG_NAMES
+from model.ood import MahalanobisOOD
 from training.checkpoint import OODReference
 from training.config import CalibrationConfig
 
@@ -189,16 +190,6 @@ def fit_ood(
     means = np.stack([e[y == c].mean(axis=0) for c in classes])  # (C, D)
     residuals = e - means[np.searchsorted(classes, y)]
     lw = LedoitWolf(assume_centered=True).fit(residuals)
-    stats = OODStats(means=means.astype(np.float32), precision=lw.precision_.astype(np.float32))
+    stats = MahalanobisOOD(means=means.astype(np.float32), precision=lw.precision_.astype(np.float32))
     scores = stats.score(e if held_out is None else np.asarray(held_out, dtype=np.float64))
-    return OODReference(
-        means=stats.means,
-        precision=stats.precision,
-        threshold=float(np.quantile(scores, quantile)),
-        quantile=quantile,
-    )
-
-
-def ood_stats(ref: OODReference) -> OODStats:
-    """The serving-side scorer for a checkpoint's reference."""
-    return OODStats(means=np.asarray(ref.means), precision=np.asarray(ref.precision))
+    return OODReference(stats=stats, threshold=float(np.quantile(scores, quantile)), quantile=quantile)

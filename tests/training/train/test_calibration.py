@@ -17,7 +17,6 @@ from training.train.calibration import (
     fit_temperature,
     flag_thresholds,
     genuine_threshold,
-    ood_stats,
 )
 
 
@@ -104,14 +103,14 @@ def test_ood_reference_flags_far_embeddings_and_keeps_the_quantile() -> None:
     labels = np.arange(n) % 2
     train[labels == 1] += 0.5
     ref = fit_ood(train, labels, quantile=0.95)
-    stats = ood_stats(ref)
+    stats = ref.stats
     scores = stats.score(train)
     assert np.mean(scores <= ref.threshold) == pytest.approx(0.95, abs=0.01)
     held_out = rng.normal(size=(200, 16)) @ basis + rng.normal(0, 0.1, (200, d))
     far = rng.normal(0, 3, (200, d))
     assert np.mean(stats.score(held_out) > ref.threshold) < 0.2
     assert np.mean(stats.score(far) > ref.threshold) == 1.0
-    assert ref.means.shape == (2, d) and ref.precision.shape == (d, d)
+    assert ref.stats.means.shape == (2, d) and ref.stats.precision.shape == (d, d)
 
 
 def test_ood_threshold_from_held_out_photos_does_not_flag_new_in_distribution_photos() -> None:
@@ -125,9 +124,9 @@ def test_ood_threshold_from_held_out_photos_does_not_flag_new_in_distribution_ph
     naive = fit_ood(train, labels, 0.99)
     held = fit_ood(train, labels, 0.99, held_out=fresh[:150])
     new = fresh[150:]
-    assert np.mean(ood_stats(naive).score(new) > naive.threshold) > 0.9
-    assert np.mean(ood_stats(held).score(new) > held.threshold) < 0.05
-    assert np.all(ood_stats(held).score(rng.normal(0, 4, (50, d))) > held.threshold)
+    assert np.mean(naive.stats.score(new) > naive.threshold) > 0.9
+    assert np.mean(held.stats.score(new) > held.threshold) < 0.05
+    assert np.all(held.stats.score(rng.normal(0, 4, (50, d))) > held.threshold)
 
 
 def test_ece_noise_floor_is_what_calibrated_labels_show() -> None:

@@ -84,7 +84,7 @@ def test_best_checkpoint_is_calibrated_and_names_its_data(finished) -> None:
     assert set(cal.flag_thresholds) == set(FLAG_NAMES) and len(cal.flag_thresholds) == 7
     # too_blurry: below the sharpness of the blurriest 0.5 % of training photos (fitted, not 0)
     assert cal.min_sharpness > 0
-    assert best.ood.means.shape == (2, 1280) and best.ood.precision.shape == (1280, 1280)
+    assert best.ood.stats.means.shape == (2, 1280) and best.ood.stats.precision.shape == (1280, 1280)
     data = best.data
     assert (data["n_train"], data["n_val"], data["n_test"]) == (24, 8, 8)
     split = load_manifest(data["split_manifest"])
