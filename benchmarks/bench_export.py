@@ -40,12 +40,13 @@ def exporters(ckpt: Checkpoint, images: ExportImages, out: Path, repeats: int) -
     import onnx
     import torch
 
-    from model.bundle import INPUT_NAME, OUTPUT_NAMES
+    from model.bundle import INPUT_NAME, output_names
     from model.session import make_session
     from training.export.graph import check_parity, export_onnx, serving_graph
     from training.export.quantize import time_side_by_side
 
     graph = serving_graph(ckpt)
+    names = list(output_names(bool(ckpt.decision and ckpt.decision.flag_thresholds)))
     size = ckpt.input.image_size
     paths = {"dynamo": out / "dynamo.onnx", "torchscript": out / "torchscript.onnx"}
     start = time.perf_counter()
@@ -59,8 +60,8 @@ def exporters(ckpt: Checkpoint, images: ExportImages, out: Path, repeats: int) -
             (torch.zeros((2, size, size, 3), dtype=torch.uint8),),
             str(paths["torchscript"]),
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in OUTPUT_NAMES}},
+            output_names=names,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}},
             opset_version=17,
             dynamo=False,
         )

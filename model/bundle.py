@@ -5,6 +5,7 @@ Layout::
     BUNDLE_DIR/
       bundle.json      BundleManifest (this module's schema), incl. SHA-256 of every other file
       model.onnx       uint8 NHWC pixels in; p_genuine, flag_probs, cam, flag_maps, embedding out
+                       (without flag_probs and flag_maps when the model reports no flag)
       model.int8.onnx  optional, statically quantized
       ood.npz          out-of-distribution reference statistics of the embedding
       MODEL_CARD.md    intended use, data, metrics, limits, licences
@@ -36,13 +37,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from model.flags import FLAG_NAMES, LABELS
+from model.flags import FLAG_INDEX, FLAG_NAMES, LABELS
 from model.imaging import ResizePolicy
 from model.ood import OODFileError, OODMethod, OODStats, load_ood
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Version 2 added ``content_sha256``, ``parity``, ``SHA256SUMS`` and optional export figures;
-version 3 the ``knn`` OOD method; versions 1 and 2 still load."""
+version 3 the ``knn`` OOD method; version 4 bundles that carry only their trained flags (a subset
+of the vocabulary, possibly none, with ``untrained_flags`` naming the rest and no flag outputs
+when there is no flag); versions 1 to 3 still load."""
 MIN_SCHEMA_VERSION = 1
 MANIFEST_NAME = "bundle.json"
 MODEL_FILE = "model.onnx"
@@ -57,11 +60,41 @@ log = logging.getLogger(__name__)
 INPUT_NAME = "pixels"  # (B, H, W, 3) uint8 RGB
 OUTPUT_NAMES: tuple[str, ...] = (
     "p_genuine",  # (B,) calibrated probability that the item is genuine
-    "flag_probs",  # (B, F) per-flag probability, F = len(flags)
+    "flag_probs",  # (B, F) per-flag probability, F = len(flags) >= 1, flags in bundle order
     "cam",  # (B, h, w) counterfeit evidence map (class-activation map of the authenticity head)
     "flag_maps",  # (B, F, h, w) class-activation map of each flag head
     "embedding",  # (B, D) pooled features for out-of-distribution scoring
 )
+"""Every output, in graph order: the outputs of a bundle that reports flags."""
+FLAG_OUTPUTS: tuple[str, ...] = ("flag_probs", "flag_maps")
+"""The outputs a bundle without flags leaves out (a tensor with a zero-size axis does not export)."""
+
+
+def output_names(has_flags: bool) -> tuple[str, ...]:
+    """The graph's output names, in order: all of :data:`OUTPUT_NAMES` when the bundle reports at
+    least one flag, else ``("p_genuine", "cam", "embedding")``.
+
+    The one place that decides which outputs a graph has; export names the graph's outputs with
+    it, serving and :class:`BundleManifest` check against it.
+    """
+    return OUTPUT_NAMES if has_flags else tuple(n for n in OUTPUT_NAMES if n not in FLAG_OUTPUTS)
+
+
+def trained_flags(decision: Decision) -> tuple[str, ...]:
+    """A bundle's flags: the flags ``decision`` has thresholds for, in :data:`FLAG_NAMES` order.
+
+    Training fits a threshold only for the flags its data labelled, so these are the trained
+    flags; none when the data had no flag label.
+
+    Raises:
+        ValueError: a threshold names a flag outside the vocabulary (the message lists it).
+    """
+    unknown = [name for name in decision.flag_thresholds if name not in FLAG_INDEX]
+    if unknown:
+        raise ValueError(
+            f"decision.flag_thresholds names unknown flags {unknown}; known flags: {', '.join(FLAG_NAMES)}."
+        )
+    return tuple(name for name in FLAG_NAMES if name in decision.flag_thresholds)
 
 
 class BundleError(Exception):
@@ -162,7 +195,9 @@ class Provenance(_Strict):
 class ParityReport(_Strict):
     """How closely ONNX Runtime reproduced torch at export (``model.onnx`` vs the checkpoint)."""
 
-    max_abs_diff: float = Field(ge=0, description="Largest |ORT - torch| over p_genuine and flag_probs.")
+    max_abs_diff: float = Field(
+        ge=0, description="Largest |ORT - torch| over p_genuine and flag_probs (when the graph has it)."
+    )
     tolerance: float = Field(gt=0, description="The bound export enforced on max_abs_diff.")
     images: int = Field(ge=1, description="Photos compared.")
     image_source: str = Field(description="Where they came from (manifest and split, or 'generated').")
@@ -220,10 +255,23 @@ class BundleManifest(_Strict):
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
     labels: tuple[str, ...] = LABELS
-    flags: tuple[str, ...] = FLAG_NAMES
+    flags: tuple[str, ...] = Field(
+        default=FLAG_NAMES,
+        description="The flags this model reports, in model.flags.FLAG_NAMES order (the order of the "
+        "flag outputs): those its training data labelled. Empty: trained without flag labels, it "
+        "raises no flags.",
+    )
+    untrained_flags: tuple[str, ...] = Field(
+        default=(),
+        description="Flags of the vocabulary this model does not report because its training data "
+        "labelled none of them (schema 4; empty in older bundles, which carry every flag).",
+    )
     input: InputSpec
     input_name: str = INPUT_NAME
-    outputs: tuple[str, ...] = OUTPUT_NAMES
+    outputs: tuple[str, ...] = Field(
+        default=OUTPUT_NAMES,
+        description="The graph's outputs in order: output_names(bool(flags)).",
+    )
     map_size: tuple[int, int] = Field(description="(h, w) of the activation maps.")
     embedding_dim: int = Field(gt=0)
     decision: Decision
@@ -263,6 +311,22 @@ class BundleManifest(_Strict):
         if unknown or len(self.decision.flag_thresholds) != len(self.flags):
             raise ValueError(
                 f"decision.flag_thresholds must have exactly one entry per flag {list(self.flags)}"
+            )
+        for key, names in (("flags", self.flags), ("untrained_flags", self.untrained_flags)):
+            if list(names) != [n for n in FLAG_NAMES if n in names] or len(set(names)) != len(names):
+                raise ValueError(
+                    f"{key} {list(names)} must be distinct flags of the vocabulary in its order: "
+                    f"{', '.join(FLAG_NAMES)}"
+                )
+        both = set(self.flags) & set(self.untrained_flags)
+        if both:
+            raise ValueError(f"flags {sorted(both)} are listed both as reported and as untrained")
+        expected = output_names(bool(self.flags))
+        if self.outputs != expected:
+            what = "reports flags" if self.flags else "reports no flag"
+            raise ValueError(
+                f"outputs {list(self.outputs)} do not match the flags: a bundle that {what} has "
+                f"outputs {list(expected)}"
             )
         return self
 

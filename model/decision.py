@@ -202,15 +202,19 @@ def raised_flags(
     photos raise nothing, as they cast no vote for the verdict.
 
     Args:
-        flag_probs: ``(N, F)`` flag probabilities of the N photos, flags in ``flags`` order.
+        flag_probs: ``(N, F)`` flag probabilities of the N photos, flags in ``flags`` order;
+            ``(N, 0)`` for a model without flags, which raises none.
         usable: ``(N,)`` whether each photo passed :func:`usability_reasons`.
         decision: The bundle's decision settings (per-flag thresholds).
-        flags: Flag names in head order.
+        flags: Flag names in head order (the bundle's flags; possibly none).
 
     Raises:
         ValueError: the shapes of ``flag_probs``, ``usable`` and ``flags`` disagree.
     """
-    probs = np.asarray(flag_probs, dtype=np.float64).reshape(len(flag_probs), -1) if len(flag_probs) else None
+    n = len(flag_probs)
+    arr = np.asarray(flag_probs, dtype=np.float64) if n else None
+    # (N, 0) for a model without flags: reshape cannot infer -1 from an empty array
+    probs = None if arr is None else arr.reshape(n, -1) if arr.size else arr.reshape(n, 0)
     if probs is None or probs.shape[1] != len(flags) or len(usable) != probs.shape[0]:
         shape = None if probs is None else probs.shape
         raise ValueError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.bundle import output_names
 from model.flags import FLAG_NAMES
 
 IMAGENET = "imagenet"
@@ -263,12 +265,41 @@ class ServingGraph(nn.Module):
     """What is exported to ONNX: uint8 NHWC pixels in, the bundle's outputs out.
 
     Normalisation and temperature scaling live here, so serving feeds raw pixels and reads
-    calibrated probabilities.
+    calibrated probabilities. The network keeps its whole flag head; the graph exports the flags
+    asked for (a bundle carries only the flags its training data labelled). Outputs, in the order
+    of :func:`model.bundle.output_names` (:attr:`output_names`):
+
+    * with flags: ``p_genuine (B,)``, ``flag_probs (B, F')``, ``cam (B, h, w)``,
+      ``flag_maps (B, F', h, w)``, ``embedding (B, D)``, flags in the order of ``flags``;
+    * with none: ``p_genuine``, ``cam``, ``embedding`` (a zero-size output does not export).
+
+    Args:
+        net: The trained network.
+        temperature: Divides the authenticity logit.
+        flags: Indices into the network's flag head of the flags to export, in output order;
+            ``None``: the whole head.
     """
 
-    def __init__(self, net: AuthLensNet, temperature: float = 1.0) -> None:
+    def __init__(
+        self, net: AuthLensNet, temperature: float = 1.0, flags: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         self.net = net
+        head = net.flag_head.out_features
+        chosen = list(range(head)) if flags is None else [int(i) for i in flags]
+        bad = [i for i in chosen if not 0 <= i < head]
+        if bad or len(set(chosen)) != len(chosen):
+            raise ValueError(
+                f"flags {chosen} must be distinct indices into the flag head of {head} outputs (0 to {head - 1})."
+            )
+        self.num_flags = len(chosen)
+        # The whole head in its order exports as before; a subset is picked by a Gather.
+        subset = bool(chosen) and chosen != list(range(head))
+        self.select: torch.Tensor | None
+        self.register_buffer(
+            "select", torch.tensor(chosen, dtype=torch.long) if subset else None, persistent=False
+        )
+        self.output_names: tuple[str, ...] = output_names(bool(chosen))
         self.register_buffer("mean", torch.tensor(net.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(net.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("temperature", torch.tensor(float(temperature), dtype=torch.float32))
@@ -277,6 +308,11 @@ class ServingGraph(nn.Module):
         x = pixels.permute(0, 3, 1, 2).float()  # (B, 3, H, W) in 0..255
         x = (x - self.mean) / self.std
         out = self.net(x)
-        p_genuine = torch.sigmoid(-out["counterfeit_logit"] / self.temperature)
-        flag_probs = torch.sigmoid(out["flag_logits"])
-        return p_genuine, flag_probs, out["cam"], out["flag_maps"], out["embedding"]
+        p_genuine = torch.sigmoid(-out["counterfeit_logit"] / self.temperature)  # (B,)
+        if not self.num_flags:
+            return p_genuine, out["cam"], out["embedding"]
+        flag_logits, flag_maps = out["flag_logits"], out["flag_maps"]  # (B, F), (B, F, h, w)
+        if self.select is not None:
+            flag_logits = flag_logits.index_select(1, self.select)  # (B, F')
+            flag_maps = flag_maps.index_select(1, self.select)  # (B, F', h, w)
+        return p_genuine, torch.sigmoid(flag_logits), out["cam"], flag_maps, out["embedding"]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.bundle import INPUT_NAME, OUTPUT_NAMES
+from model.bundle import INPUT_NAME
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime as ort
@@ -47,10 +47,14 @@ def make_session(model: str | os.PathLike[str] | bytes, threads: int = 0) -> ort
 
 
 def run_batches(session: ort.InferenceSession, pixels: np.ndarray, batch: int = 32) -> dict[str, np.ndarray]:
-    """Run a session over ``(N, H, W, 3)`` uint8 photos; every output concatenated in input order."""
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    """Run a session over ``(N, H, W, 3)`` uint8 photos; every output of its graph, by name, in input order.
+
+    The names come from the graph: a bundle without flags has no flag outputs.
+    """
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for i in range(0, len(pixels), batch):
-        outs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(pixels[i : i + batch])})
-        for name, value in zip(OUTPUT_NAMES, outs, strict=True):
+        outs = session.run(names, {INPUT_NAME: np.ascontiguousarray(pixels[i : i + batch])})
+        for name, value in zip(names, outs, strict=True):
             parts[name].append(value)
     return {name: np.concatenate(values) for name, values in parts.items()}

@@ -24,7 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from model.bundle import Bundle, BundleError, load_bundle
+from model.bundle import FLAG_OUTPUTS, Bundle, BundleError, load_bundle
 from model.decision import judge_image, judge_item, map_box, raised_flags, usability_reasons
 from model.flags import FLAGS
 from model.imaging import (
@@ -83,7 +83,7 @@ class PreparedImage:
 
 @dataclass(frozen=True)
 class RawOutput:
-    """One image's row of the graph outputs."""
+    """One image's row of the graph outputs (F = 0 for a bundle without flags)."""
 
     p_genuine: float
     flag_probs: np.ndarray  # (F,)
@@ -126,6 +126,14 @@ class Predictor:
             raise BundleError(
                 f"{bundle.path}: the ONNX graph has outputs {got}, expected {list(self.manifest.outputs)}."
             )
+        self.output_names = list(self.manifest.outputs)  # outputs are taken by name
+        for o in self.session.get_outputs():
+            width = o.shape[1] if o.name in FLAG_OUTPUTS and len(o.shape) > 1 else None
+            if isinstance(width, int) and width != len(self.manifest.flags):
+                raise BundleError(
+                    f"{bundle.path}: the ONNX graph's {o.name} has {width} flags, "
+                    f"bundle.json lists {len(self.manifest.flags)}."
+                )
         self.model_ref = ModelRef(
             name=self.manifest.name, version=self.manifest.version, bundle_sha256=bundle.sha256
         )
@@ -181,10 +189,17 @@ class Predictor:
 
     # 2. the model --------------------------------------------------------------------------
     def infer(self, pixels: np.ndarray) -> list[RawOutput]:
-        """Run the graph on ``(B, H, W, 3)`` uint8 and split the outputs per image."""
-        p_genuine, flag_probs, cam, flag_maps, embedding = self.session.run(
-            None, {self.manifest.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)}
-        )
+        """Run the graph on ``(B, H, W, 3)`` uint8 and split the outputs per image.
+
+        Outputs are taken by name; a bundle without flags has no flag outputs, and its rows get
+        empty ones (``(0,)`` probabilities, ``(0, h, w)`` maps).
+        """
+        feed = {self.manifest.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)}
+        out = dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
+        p_genuine, cam, embedding = out["p_genuine"], out["cam"], out["embedding"]
+        batch = len(p_genuine)
+        flag_probs = out.get("flag_probs", np.zeros((batch, 0), dtype=np.float32))  # (B, F)
+        flag_maps = out.get("flag_maps", np.zeros((batch, 0, *cam.shape[1:]), dtype=np.float32))
         ood = self.bundle.ood_stats.score(embedding)  # (B,)
         return [
             RawOutput(float(p_genuine[i]), flag_probs[i], cam[i], flag_maps[i], float(ood[i]))

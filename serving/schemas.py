@@ -82,7 +82,10 @@ class ImageResult(_Public):
     flagged_features: list[FlaggedFeature] = Field(
         description="Raised flags, strongest first (usable photos only)."
     )
-    flag_scores: dict[str, float] = Field(description="Probability of every flag, raised or not.")
+    flag_scores: dict[str, float] = Field(
+        description="Probability of every flag the model reports (see /v1/model), raised or not; "
+        "empty for a model trained without flag labels."
+    )
     ood_score: float = Field(
         description="Distance from the training data (Mahalanobis); above the bundle threshold is out of distribution."
     )

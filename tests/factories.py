@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,15 @@ def jpeg_bytes(
     return buf.getvalue()
 
 
-def tiny_checkpoint(image_size: int = 64, seed: int = 0):
-    """A randomly initialised efficientnet_lite0 checkpoint with a plausible calibration."""
+def tiny_checkpoint(image_size: int = 64, seed: int = 0, *, flags: Sequence[str] = FLAG_NAMES):
+    """A randomly initialised efficientnet_lite0 checkpoint with a plausible calibration.
+
+    Args:
+        image_size: Input side in pixels.
+        seed: Seeds the weights and the OOD reference.
+        flags: The trained flags: those the decision has thresholds for (``()``: trained
+            without flag labels). The network keeps its whole flag head either way.
+    """
     import torch
 
     from model.network import AuthLensNet, NetworkSpec
@@ -76,6 +84,7 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0):
             genuine_threshold=0.4,
             min_image_side=32,
             min_sharpness=0.0,
+            flag_thresholds={f: 0.5 for f in flags},
         ),
         ood=OODReference(
             stats=KnnOOD(reference=l2_normalise(np.random.default_rng(seed).normal(size=(16, dim))), k=2),
@@ -89,8 +98,9 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0):
     )
 
 
-def tiny_bundle(out_dir: Path, image_size: int = 64):
-    """Export :func:`tiny_checkpoint` into ``out_dir`` and return the verified bundle."""
+def tiny_bundle(out_dir: Path, image_size: int = 64, *, flags: Sequence[str] = FLAG_NAMES):
+    """Export :func:`tiny_checkpoint` (trained ``flags``) into ``out_dir``; returns the verified bundle."""
     from training.export.bundle import export_bundle
 
-    return export_bundle(tiny_checkpoint(image_size), out_dir, name="tiny", version="test")
+    ckpt = tiny_checkpoint(image_size, flags=flags)
+    return export_bundle(ckpt, out_dir, name="tiny", version="test")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model.imaging import ResizePolicy
 
@@ -55,6 +55,20 @@ class DataConfig(_Section):
     cache_max_gb: float = Field(
         default=3.0, gt=0, description="Skip the cache when the decoded training photos would exceed this."
     )
+    folds: int = Field(
+        default=0,
+        ge=0,
+        description="K >= 2: K-fold cross-fitting over every photo (folds grouped by near-duplicate "
+        "cluster and item, stratified by label): the report, temperature and thresholds come from "
+        "out-of-fold predictions, then one model is trained on all photos. 0: one train/val/test split.",
+    )
+
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("folds must be 0 (one split) or at least 2")
+        return v
 
 
 class ModelConfig(_Section):
@@ -107,12 +121,44 @@ class OptimConfig(_Section):
     )
     ema: bool = True
     eval_batch_size: int = Field(default=64, ge=1)
+    select: Literal["best", "last"] = Field(
+        default="best",
+        description="Which weights become best.pt: those of the best validation AUC, or the last "
+        "epoch's. Cross-fitting always keeps the last: choosing an epoch on the held-out fold would "
+        "make its predictions optimistic.",
+    )
+    layer_decay: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Layer-wise learning-rate decay: each backbone layer below the top learns this "
+        "factor slower than the one above it (timm's grouping). None: one rate for the backbone.",
+    )
+    linear_probe_init: bool = Field(
+        default=False,
+        description="Start the authenticity head from logistic regression on the frozen pretrained "
+        "features of the training photos (LP-FT, Kumar et al. 2022), so fine-tuning starts from a "
+        "good head instead of distorting the features to fit a random one.",
+    )
+    linear_probe_c: float = Field(
+        default=0.01,
+        gt=0,
+        description="Inverse L2 strength of that logistic regression (standardised features).",
+    )
 
 
 class AugmentConfig(_Section):
     """Training augmentation (see :mod:`training.data.augment` for why each one is there)."""
 
     enabled: bool = True
+    train_crop: int | None = Field(
+        default=None,
+        ge=32,
+        multiple_of=32,
+        description="Train on random square crops of this side from the photo resized to "
+        "data.image_size; evaluation and serving see the whole photo at data.image_size (the heads "
+        "are fully convolutional). None: train on the whole photo.",
+    )
     crop: float = Field(default=0.12, ge=0, lt=0.5, description="Max share cut from each border.")
     perspective: float = Field(default=0.05, ge=0, le=0.2, description="Max corner shift (share of side).")
     rotate: float = Field(default=8.0, ge=0, le=45, description="Max rotation in degrees.")
@@ -140,7 +186,35 @@ class EvaluateConfig(_Section):
 class CalibrationConfig(_Section):
     max_false_accusation_rate: float = Field(default=0.01, gt=0, lt=1)
     max_miss_rate: float = Field(default=0.05, gt=0, lt=1)
-    ood_quantile: float = Field(default=0.995, gt=0.5, le=1)
+    far_confidence: float | None = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="The counterfeit threshold keeps the false-accusation rate within "
+        "max_false_accusation_rate with this confidence (Clopper-Pearson bound on the held-out "
+        "genuine photos); None: on the held-out photos only (a point estimate).",
+    )
+    flag_precision: float = Field(
+        default=0.8, gt=0, le=1, description="A flag is raised only where it was right this often (held out)."
+    )
+    min_flag_positives: int = Field(
+        default=5, ge=1, description="A flag needs this many held-out positives to be kept at all."
+    )
+    ood_method: Literal["knn", "mahalanobis"] = Field(
+        default="knn",
+        description="Out-of-distribution score of the embedding: k-th nearest-neighbour cosine "
+        "distance to the training photos, or Mahalanobis distance to the class means.",
+    )
+    ood_k: int = Field(default=5, ge=1, description="Neighbour of the kNN score.")
+    ood_max_reference: int = Field(
+        default=4096, ge=16, description="Training embeddings kept in the bundle for the kNN score."
+    )
+    ood_quantile: float = Field(
+        default=0.98,
+        gt=0.5,
+        le=1,
+        description="Share of held-out in-distribution photos the OOD threshold lets through.",
+    )
     min_image_side: int = Field(default=128, ge=1)
     min_sharpness: float | None = Field(
         default=None,

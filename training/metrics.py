@@ -57,7 +57,8 @@ def flag_f1(
         if not keep.any() or y.sum() == 0:
             out[name] = None
             continue
-        pred = probs[keep, j] >= thresholds.get(name, 0.5)
+        # a flag without a threshold is not in the bundle: never raised
+        pred = probs[keep, j] >= thresholds[name] if name in thresholds else np.zeros(int(keep.sum()), bool)
         out[name] = float(f1_score(y, pred, zero_division=0))
     return out
 
@@ -175,7 +176,9 @@ _RECALL_5 = "Counterfeit recall at 5% false accusations"
 METRICS: tuple[Metric, ...] = (
     Metric("n", "Photos evaluated", "{:d}"),
     Metric("n_counterfeit", "of which counterfeit", "{:d}"),
+    Metric("folds", "Cross-fitting folds (each photo scored by a model that did not train on it)", "{:d}"),
     Metric("roc_auc", "ROC-AUC", short="ROC-AUC"),
+    Metric("roc_auc_fold_std", "ROC-AUC spread across folds (standard deviation)"),
     Metric("pr_auc", "PR-AUC"),
     Metric("accuracy", "Accuracy at p = 0.5"),
     Metric("recall_at_far_1pct", _RECALL_1, short="recall@1%FAR"),
@@ -185,6 +188,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("ece_noise_floor", "ECE a perfectly calibrated model would show on these photos"),
     Metric("inconclusive_rate", "Inconclusive rate", short="inconclusive"),
     Metric("false_accusation_rate", "False-accusation rate at the thresholds"),
+    Metric("false_accusation_bound", "False-accusation rate at the thresholds, upper confidence bound"),
     Metric("counterfeit_recall", "Counterfeit recall at the thresholds"),
     Metric("flag_macro_f1", "Flag macro-F1", short="flag macro-F1"),
     Metric("localisation_peak_in_box", "Map peak inside the box"),
@@ -201,6 +205,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("probe_recall_at_far_1pct", f"{_RECALL_1}, linear probe", short="recall@1%FAR", scope="probe"),
     Metric("probe_recall_at_far_5pct", f"{_RECALL_5}, linear probe", scope="probe"),
     Metric("probe_ece", "ECE of the linear probe", scope="probe"),
+    Metric("finetune_minus_probe_roc_auc", "ROC-AUC gain of fine-tuning over the linear probe"),
 )
 """Every metric of the evaluation summary, in display order."""
 

@@ -8,6 +8,8 @@ const VERDICT_TEXT = {
   inconclusive: "Neither answer is supported. This is not an accusation and not a clearance: see why below, then retake or add photos, or refer the item to an expert.",
 };
 
+const NO_TELL_TEXT = "No counterfeit tell was raised on the usable photos.";
+
 const state = { files: [], model: null, flagInfo: {}, reasons: {}, receiptUrl: null, previews: [] };
 const $ = (id) => document.getElementById(id);
 const pct = (p) => `${(p * 100).toFixed(1)} %`;
@@ -43,6 +45,7 @@ async function loadModel() {
     for (const f of m.flags) state.flagInfo[f.name] = f;
     $("model-line").textContent =
       `Model ${m.model.name} ${m.model.version} · bundle ${m.model.bundle_sha256.slice(0, 12)}… · ${m.served_graph}`
+      + (m.flags.length === 0 ? " · raises no flags (trained without flag labels)" : "")
       + (m.receipt_key_ephemeral ? " · receipts signed with a temporary key" : "");
     $("model-line").title = `bundle sha256 ${m.model.bundle_sha256}`;
   } catch (e) {
@@ -130,6 +133,9 @@ function renderResult(body) {
     return el("li", {}, el("strong", { text: f.title }), ` ${pct(f.score)} on photo ${f.image_index + 1}`,
       info ? el("span", { class: "hint", text: ` · ${info.description}` }) : "");
   }));
+  // A model trained without flag labels raises none: say so rather than "no tell was raised".
+  const raisesNoFlags = state.model && state.model.flags.length === 0;
+  $("no-flags").textContent = raisesNoFlags ? state.model.flags_note : NO_TELL_TEXT;
   $("no-flags").hidden = item.flagged_features.length !== 0;
 
   const photos = $("photos");

@@ -9,19 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import decision
+from pydantic import ValidationError
 
 from model.bundle import (
     CARD_FILE,
     MANIFEST_NAME,
     MODEL_FILE,
     OOD_FILE,
+    OUTPUT_NAMES,
     SCHEMA_VERSION,
     SUMS_FILE,
     BundleError,
+    BundleManifest,
     content_digest,
     load_bundle,
+    output_names,
     rewrite_manifest,
+    trained_flags,
 )
+from model.flags import FLAG_NAMES
 
 
 @pytest.fixture
@@ -191,3 +198,86 @@ def test_ood_statistics_load_with_their_shapes(bundle_dir: Path) -> None:
     assert bundle.manifest.ood.method == "knn" and bundle.ood_stats.reference.shape == (16, dim)
     scores = bundle.ood_stats.score(np.zeros((3, dim), np.float32))
     assert scores.shape == (3,)
+
+
+def test_trained_flags_are_the_thresholds_in_vocabulary_order() -> None:
+    assert trained_flags(decision(flag_thresholds={"serial_format": 0.5, "logo_font": 0.4})) == (
+        "logo_font",
+        "serial_format",
+    )
+    assert trained_flags(decision(flag_thresholds={})) == ()
+    assert trained_flags(decision()) == FLAG_NAMES
+    with pytest.raises(ValueError, match=r"unknown flags \['sparkle'\]; known flags: logo_font, "):
+        trained_flags(decision(flag_thresholds={"sparkle": 0.5}))
+
+
+def test_output_names_leave_out_the_flag_outputs_without_flags() -> None:
+    assert output_names(True) == OUTPUT_NAMES
+    assert output_names(False) == ("p_genuine", "cam", "embedding")
+
+
+def _with_flags(data: dict, flags: list[str], outputs: tuple[str, ...]) -> dict:
+    """The manifest ``data`` carrying ``flags`` only (thresholds to match), with ``outputs``."""
+    return {
+        **data,
+        "flags": flags,
+        "untrained_flags": [f for f in FLAG_NAMES if f not in flags],
+        "outputs": list(outputs),
+        "decision": {**data["decision"], "flag_thresholds": dict.fromkeys(flags, 0.5)},
+    }
+
+
+def test_flags_and_flag_outputs_go_together(bundle_dir: Path) -> None:
+    data = _manifest(bundle_dir)
+    assert BundleManifest.model_validate(data).outputs == OUTPUT_NAMES
+    no_flags = BundleManifest.model_validate(_with_flags(data, [], output_names(False)))
+    assert no_flags.flags == () and no_flags.untrained_flags == FLAG_NAMES
+    # no flags, yet flag outputs
+    with pytest.raises(
+        ValidationError,
+        match=r"a bundle that reports no flag has outputs \['p_genuine', 'cam', 'embedding'\]",
+    ):
+        BundleManifest.model_validate(_with_flags(data, [], OUTPUT_NAMES))
+    # flags, yet no flag outputs
+    for flags in (list(FLAG_NAMES), ["stitch_irregular"]):
+        with pytest.raises(
+            ValidationError, match=r"a bundle that reports flags has outputs \['p_genuine', 'flag_probs'"
+        ):
+            BundleManifest.model_validate(_with_flags(data, flags, output_names(False)))
+    with pytest.raises(ValidationError, match="do not match the flags"):
+        BundleManifest.model_validate(
+            {**data, "outputs": ["p_genuine", "cam", "flag_probs", "flag_maps", "embedding"]}
+        )
+
+
+def test_flags_are_vocabulary_names_in_vocabulary_order(bundle_dir: Path) -> None:
+    data = _manifest(bundle_dir)
+    two = _with_flags(data, ["stitch_irregular", "serial_format"], OUTPUT_NAMES)
+    assert BundleManifest.model_validate(two).untrained_flags == tuple(
+        f for f in FLAG_NAMES if f not in ("stitch_irregular", "serial_format")
+    )
+    for bad in (["serial_format", "stitch_irregular"], ["stitch_irregular", "sparkle"]):
+        with pytest.raises(ValidationError, match="must be distinct flags of the vocabulary in its order"):
+            BundleManifest.model_validate(
+                {
+                    **two,
+                    "flags": bad,
+                    "decision": {**two["decision"], "flag_thresholds": dict.fromkeys(bad, 0.5)},
+                }
+            )
+    with pytest.raises(
+        ValidationError, match=r"\['stitch_irregular'\] are listed both as reported and as untrained"
+    ):
+        BundleManifest.model_validate({**two, "untrained_flags": ["logo_font", "stitch_irregular"]})
+    with pytest.raises(ValidationError, match="exactly one entry per flag"):
+        BundleManifest.model_validate({**two, "decision": data["decision"]})
+
+
+def test_a_loaded_manifest_with_flags_but_no_flag_outputs_is_refused(bundle_dir: Path) -> None:
+    data = _with_flags(_manifest(bundle_dir), ["logo_font"], output_names(False))
+    data["content_sha256"] = content_digest(data)
+    _write_manifest(bundle_dir, data)
+    with pytest.raises(
+        BundleError, match=r"does not match the bundle schema: \(root\): .*reports flags has outputs"
+    ):
+        load_bundle(bundle_dir)

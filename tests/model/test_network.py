@@ -125,3 +125,29 @@ def test_dropout_is_active_only_in_training(net: AuthLensNet) -> None:
         model.train()
         a, b = model(x)["flag_logits"], model(x)["flag_logits"]
     assert not torch.equal(a, b)
+
+
+def test_serving_graph_exports_the_flags_asked_for_and_none_without_flags(net: AuthLensNet) -> None:
+    from model.bundle import OUTPUT_NAMES, output_names
+
+    pixels = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        full = ServingGraph(net).eval()(pixels)
+        pick = ServingGraph(net, flags=[6, 2]).eval()
+        p_genuine, flag_probs, cam, flag_maps, emb = pick(pixels)
+        none = ServingGraph(net, flags=[]).eval()
+        bare = none(pixels)
+    assert pick.output_names == OUTPUT_NAMES and none.output_names == output_names(False)
+    torch.testing.assert_close(flag_probs, full[1][:, [6, 2]], rtol=0, atol=0)
+    torch.testing.assert_close(flag_maps, full[3][:, [6, 2]], rtol=0, atol=0)
+    assert flag_probs.shape == (2, 2) and flag_maps.shape == (2, 2, *cam.shape[1:])
+    for got, want in zip((p_genuine, cam, emb), (full[0], full[2], full[4]), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # without flags: p_genuine, cam, embedding only (a zero-channel output does not export)
+    assert len(bare) == 3 == len(none.output_names)
+    for got, want in zip(bare, (full[0], full[2], full[4]), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="distinct indices into the flag head of 7"):
+        ServingGraph(net, flags=[1, 1])
+    with pytest.raises(ValueError, match=r"\(0 to 6\)"):
+        ServingGraph(net, flags=[7])

@@ -43,3 +43,16 @@ def test_shape_mismatch_is_named() -> None:
         raised_flags([[0.1, 0.2]], [True], _decision(), FLAGS)
     with pytest.raises(ValueError, match="len\\(usable\\)"):
         raised_flags([[0.1, 0.2, 0.3]], [True, False], _decision(), FLAGS)
+
+
+def test_a_model_without_flags_raises_none() -> None:
+    """A bundle trained without flag labels has (N, 0) flag probabilities and no thresholds."""
+    import numpy as np
+
+    no_flags = _decision().model_copy(update={"flag_thresholds": {}})
+    assert raised_flags(np.zeros((2, 0), np.float32), [True, True], no_flags, ()) == ()
+    assert raised_flags([[], []], [True, False], no_flags, ()) == ()
+    with pytest.raises(ValueError, match=r"must be \(N, 0\) with N = len\(usable\) = 1"):
+        raised_flags(np.zeros((2, 0)), [True], no_flags, ())
+    with pytest.raises(ValueError, match=r"must be \(N, 3\)"):
+        raised_flags(np.zeros((1, 0)), [True], _decision(), FLAGS)

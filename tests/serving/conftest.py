@@ -21,3 +21,13 @@ def server(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     )
     yield s
     stop_server(s)
+
+
+@pytest.fixture(scope="session")
+def no_flag_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model trained without flag labels: ``flags: []``, no flag outputs."""
+    from factories import tiny_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "no-flags"
+    tiny_bundle(out, flags=())
+    return out

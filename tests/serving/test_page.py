@@ -95,6 +95,31 @@ def test_drop_photos_and_see_verdict_with_overlays(
     page.close()
 
 
+def test_a_model_without_flags_says_it_raises_none(
+    no_flag_bundle_dir: Path, browser, sneakers_dir: Path, tmp_path: Path
+) -> None:
+    """Trained without flag labels: the page says the model raises no flags, not that none was raised."""
+    from playwright.sync_api import expect
+
+    photo = sorted((sneakers_dir / "genuine").glob("*.jpg"))[0]
+    s = start_server(copy_bundle(no_flag_bundle_dir, tmp_path / "bundle"), tmp_path / "serve.log")
+    try:
+        page = browser.new_page()
+        page.goto(s.url + "/")
+        expect(page.locator("#model-line")).to_contain_text("raises no flags (trained without flag labels)")
+        page.set_input_files("#file-input", files=[str(photo)])
+        page.get_by_role("button", name="Check authenticity").click()
+        page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+        assert page.locator("#flags li").count() == 0
+        expect(page.locator("#no-flags")).to_have_text(
+            "Trained without flag labels: this model raises no flags."
+        )
+        assert page.locator("#photos .box").count() == 0
+        page.close()
+    finally:
+        stop_server(s)
+
+
 def test_error_is_announced(page_server: Server, browser) -> None:
     page = browser.new_page()
     page.goto(page_server.url + "/")

@@ -80,6 +80,9 @@ def train(
             cfg = cfg.model_copy(
                 update={"evaluate": cfg.evaluate.model_copy(update={"after_training": evaluate_after})}
             )
+        if cfg.data.folds >= 2:
+            _crossfit(cfg, config, resume=resume_arg is not None, force=force, progress=progress)
+            return
         from training.train.run import run
 
         try:
@@ -106,7 +109,27 @@ def train(
         console.print(_summary_line(summary), highlight=False)
 
 
-def _summary_line(s: dict) -> str:
+def _crossfit(cfg, config: Path, *, resume: bool, force: bool, progress: bool) -> None:
+    """``authlens train`` with ``data.folds`` >= 2: cross-fit, train the final model, report."""
+    from rich.console import Console
+
+    from training.train.crossfit import run_crossfit
+
+    try:
+        out = run_crossfit(cfg, resume=resume, force=force, show_progress=progress)
+    except KeyboardInterrupt:
+        raise fail(
+            f"Interrupted. Finished folds are kept; continue with: authlens train --config {config} --resume last",
+            code=130,
+        ) from None
+    console = Console(stderr=True)
+    minutes = (sum(out["seconds"]["folds"]) + out["seconds"]["full"]) / 60
+    console.print(f"[bold green]done[/] {minutes:.1f} min of training: {out['best']}", highlight=False)
+    if out["report"] is not None:
+        console.print(_summary_line(out["report"]["summary"], "out of fold"), highlight=False)
+
+
+def _summary_line(s: dict, what: str = "test") -> str:
     """One console line of an evaluation summary.
 
     The metrics :data:`training.metrics.METRICS` gives a ``short`` label, in its order; the linear
@@ -118,7 +141,7 @@ def _summary_line(s: dict) -> str:
         shown = [m for m in metrics_of(scope) if m.short]
         return ", ".join(f"{m.short} {m.format(s.get(m.key))}" for m in shown)
 
-    line = f"test: {part('photos')}"
+    line = f"{what}: {part('photos')}"
     if any(m.key in s for m in metrics_of("probe")):
         line += f" | linear probe: {part('probe')}"
     return line

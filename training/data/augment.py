@@ -71,6 +71,8 @@ class Augmenter:
     """
 
     def __init__(self, cfg: AugmentConfig, *, image_size: int, resize: ResizePolicy) -> None:
+        if cfg.train_crop is not None and cfg.train_crop > image_size:
+            raise ValueError(f"augment.train_crop {cfg.train_crop} exceeds data.image_size {image_size}.")
         self.cfg = cfg
         self.size = (image_size, image_size)
         self.resize = resize
@@ -177,4 +179,36 @@ class Augmenter:
         # model pixel = original / scale + pad (Geometry maps the other way)
         scale = np.array([geometry.scale_x, geometry.scale_y] * 2, np.float32)
         pad = np.array([geometry.pad_x, geometry.pad_y] * 2, np.float32)
-        return result, boxes / scale + pad, ids
+        boxes = boxes / scale + pad
+        if self.cfg.train_crop is not None and self.pipeline is not None:
+            result, boxes, kept = self._train_crop(result, boxes, np.random.default_rng([seed, 1]))
+            ids = ids[kept]
+        return result, boxes, ids
+
+    def _train_crop(
+        self, pixels: np.ndarray, boxes: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A ``train_crop`` square of the model input, holding every labelled box where they fit.
+
+        Returns:
+            The crop, the boxes shifted into it and clipped, and which boxes still have an area
+            (a box cut off is dropped: its evidence is gone, as in any close-up). A crop that
+            cannot hold all boxes is placed around their centre.
+        """
+        side = int(self.cfg.train_crop or 0)
+        h, w = pixels.shape[:2]
+        room = np.array([w - side, h - side], np.float64)  # (x, y) range of the crop's corner
+        lo, hi = np.zeros(2), room
+        if len(boxes):
+            x0, y0 = float(boxes[:, 0].min()), float(boxes[:, 1].min())
+            x1, y1 = float(boxes[:, 2].max()), float(boxes[:, 3].max())
+            want_lo, want_hi = np.array([x1 - side, y1 - side]), np.array([x0, y0])
+            centre = np.array([(x0 + x1 - side) / 2, (y0 + y1 - side) / 2])
+            fits = want_lo <= want_hi
+            lo = np.clip(np.where(fits, want_lo, centre - side / 4), 0, room)
+            hi = np.clip(np.where(fits, want_hi, centre + side / 4), 0, room)
+        cx, cy = (round(float(v)) for v in rng.uniform(np.minimum(lo, hi), np.maximum(lo, hi)))
+        crop = pixels[cy : cy + side, cx : cx + side]
+        moved = np.clip(boxes - np.array([cx, cy, cx, cy], np.float32), 0, side).astype(np.float32)
+        kept = (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
+        return np.ascontiguousarray(crop), moved[kept], kept

@@ -1,7 +1,8 @@
 """The out-of-distribution check: the report's ``ood`` section.
 
 How many evaluated photos the checkpoint's OOD reference calls foreign, and how many photos it
-*should* call foreign are: scikit-image's sample photos (not products) and, on request, another
+*should* call foreign are: the generated foreign-photo corpus (:mod:`training.evaluate.foreign`:
+photos, textures, screenshots, blank and noise frames, synthetic goods) and, on request, another
 manifest (e.g. another category).
 """
 
@@ -17,31 +18,8 @@ from model.imaging import resize_for_model
 from model.network import AuthLensNet
 from training.checkpoint import Checkpoint
 from training.data.dataset import load_with_geometry
+from training.evaluate.foreign import foreign_corpus
 from training.train.inference import predict
-
-FOREIGN_SAMPLES: tuple[str, ...] = (
-    "astronaut", "chelsea", "coffee", "rocket", "camera", "text", "page", "brick", "grass", "gravel",
-    "hubble_deep_field", "immunohistochemistry", "moon", "coins", "retina", "colorwheel", "clock",
-)  # fmt: skip
-"""scikit-image's bundled sample photos: people, animals, food, text, textures, micrographs."""
-
-
-def foreign_photos() -> list[tuple[str, np.ndarray]]:
-    """Photos that are not products, as ``(name, (H, W, 3) uint8)``; empty without scikit-image."""
-    try:
-        from skimage import data as skdata
-    except ImportError:
-        return []
-    out = []
-    for name in FOREIGN_SAMPLES:
-        try:
-            img = np.asarray(getattr(skdata, name)())
-        except Exception:  # a sample missing from this scikit-image version
-            continue
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, axis=2)
-        out.append((name, np.ascontiguousarray(img[:, :, :3]).astype(np.uint8)))
-    return out
 
 
 def _ood_scores(net: AuthLensNet, ckpt: Checkpoint, inputs: torch.Tensor) -> np.ndarray:
@@ -59,37 +37,60 @@ def _flagged(source: str, scores: np.ndarray, threshold: float) -> dict[str, Any
     }
 
 
+def foreign_section(net: AuthLensNet, ckpt: Checkpoint, *, synthetic_goods: bool) -> dict[str, Any]:
+    """How much of the foreign-photo corpus (:mod:`training.evaluate.foreign`) is called foreign."""
+    assert ckpt.ood is not None
+    size = (ckpt.input.image_size, ckpt.input.image_size)
+    rows = foreign_corpus(synthetic_goods=synthetic_goods)
+    inputs = torch.from_numpy(
+        np.stack([resize_for_model(px, size, policy=ckpt.input.resize)[0] for _, _, px in rows])  # type: ignore[arg-type]
+    )
+    scores = _ood_scores(net, ckpt, inputs)
+    flagged = scores > ckpt.ood.threshold
+    cats = np.array([c for c, _, _ in rows])
+    return {
+        **_flagged(
+            "generated foreign-photo corpus (training/evaluate/foreign.py)", scores, ckpt.ood.threshold
+        ),
+        "by_category": {
+            c: {"n": int((cats == c).sum()), "flagged_rate": float(flagged[cats == c].mean())}
+            for c in dict.fromkeys(cats.tolist())
+        },
+        "not_flagged": [f"{c}:{n}" for (c, n, _), f in zip(rows, flagged, strict=True) if not f],
+    }
+
+
 def ood_check(
     net: AuthLensNet, ckpt: Checkpoint, *, manifest: str | Path | None, workers: int
 ) -> dict[str, Any] | None:
-    """Share of photos the model should not know (not products; another manifest) flagged as OOD."""
-    size = (ckpt.input.image_size, ckpt.input.image_size)
+    """Share of photos the model should not know (the foreign corpus; another manifest) called foreign.
+
+    The corpus leaves out the synthetic goods when the model was trained on synthetic data.
+    """
+    from training.data.synth import is_synthetic
+
     assert ckpt.ood is not None
-    threshold = ckpt.ood.threshold
-    section: dict[str, Any] = {}
-    samples = foreign_photos()
-    if samples:
-        inputs = torch.from_numpy(
-            np.stack([resize_for_model(px, size, policy=ckpt.input.resize)[0] for _, px in samples])  # type: ignore[arg-type]
+    trained_on = ckpt.data.get("manifest")
+    section: dict[str, Any] = {
+        "non_product_photos": foreign_section(
+            net, ckpt, synthetic_goods=not (trained_on and is_synthetic(trained_on))
         )
-        scores = _ood_scores(net, ckpt, inputs)
-        section["non_product_photos"] = {
-            **_flagged("scikit-image sample photos", scores, threshold),
-            "not_flagged": [name for (name, _), s in zip(samples, scores, strict=True) if s <= threshold],
-        }
+    }
     if manifest is not None:
         from training.data.manifest import load_manifest
 
         records = load_manifest(manifest)
         inputs, _ = load_with_geometry(
             records,
-            image_size=size[0],
+            image_size=ckpt.input.image_size,
             resize=ckpt.input.resize,
             draft_size=ckpt.input.draft_size,
             workers=workers,
         )
-        section["other_manifest"] = _flagged(str(manifest), _ood_scores(net, ckpt, inputs), threshold)
-    return section or None
+        section["other_manifest"] = _flagged(
+            str(manifest), _ood_scores(net, ckpt, inputs), ckpt.ood.threshold
+        )
+    return section
 
 
 def ood_section(ckpt: Checkpoint, ood_scores: np.ndarray, checks: dict[str, Any] | None) -> dict[str, Any]:

@@ -262,7 +262,11 @@ def write_predictions(
             ]
         )
         for i, r in enumerate(records):
-            raised = [n for j, n in enumerate(FLAG_NAMES) if scored.flag_probs[i, j] >= thresholds[n]]
+            raised = [
+                n
+                for j, n in enumerate(FLAG_NAMES)
+                if n in thresholds and scored.flag_probs[i, j] >= thresholds[n]
+            ]
             writer.writerow(
                 [
                     str(r.file),

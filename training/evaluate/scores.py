@@ -82,12 +82,38 @@ def score_photos(
         geometries: Their geometries (original sizes for the usability checks).
     """
     assert ckpt.decision is not None and ckpt.ood is not None  # evaluate_checkpoint refuses others
-    decision = ckpt.decision
     t0 = time.perf_counter()
     outputs = predict(net, inputs, mean=net.mean, std=net.std, batch_size=64, with_cams=True)
     inference_s = time.perf_counter() - t0
-    p = calibrated_probability(outputs.logits, decision.temperature)
     ood_scores = ckpt.ood.stats.score(outputs.embeddings)
+    return judge_outputs(
+        outputs, ckpt.decision, ood_scores, ckpt.ood.threshold, records, inputs, geometries, inference_s
+    )
+
+
+def judge_outputs(
+    outputs: Outputs,
+    decision: Decision,
+    ood_scores: np.ndarray,
+    ood_threshold: float,
+    records: Sequence,
+    inputs: torch.Tensor,
+    geometries: list[Geometry],
+    inference_s: float = 0.0,
+) -> Scored:
+    """Judge each photo from network outputs already computed (e.g. out-of-fold predictions).
+
+    Args:
+        outputs: ``N`` photos' outputs, cams included.
+        decision: The decision settings to apply.
+        ood_scores: ``(N,)`` OOD scores of the photos.
+        ood_threshold: Scores above it are out of distribution.
+        records: The photos (labels).
+        inputs: ``(N, H, W, 3)`` uint8 model inputs (sharpness).
+        geometries: Their geometries (original sizes).
+        inference_s: Seconds the outputs took, for the report's timing.
+    """
+    p = calibrated_probability(outputs.logits, decision.temperature)
     outcomes = []
     for i, g in enumerate(geometries):
         reasons = usability_reasons(
@@ -95,7 +121,7 @@ def score_photos(
             sharpness=float(sharpness(inputs[i].numpy())),
             ood_score=float(ood_scores[i]),
             decision=decision,
-            ood_threshold=ckpt.ood.threshold,
+            ood_threshold=ood_threshold,
         )
         outcomes.append(judge_image(float(p[i]), reasons, decision))
     return Scored(

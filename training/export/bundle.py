@@ -172,7 +172,7 @@ def _export_checked_graph(
     """
     log_event(log, "export", stage="exporting the ONNX graph")
     opset = export_onnx(ckpt, path, opset=options.opset)
-    check_graph(path, opset=opset)
+    check_graph(path, opset=opset, flags=fields["flags"])
     log_event(log, "export", stage=f"parity: torch vs ONNX Runtime on {len(parity_set)} photos")
     parity = check_parity(ckpt, path, parity_set, tolerance=options.parity_tolerance)
     parity.pop("_onnxruntime")

@@ -2,7 +2,9 @@
 
 The serving graph takes uint8 NHWC photos and does normalisation and temperature inside; it is
 exported with a dynamic batch axis, checked by ``onnx.checker`` and against the I/O contract of
-:mod:`model.bundle`, then compared with torch on real photos through ONNX Runtime.
+:mod:`model.bundle`, then compared with torch on real photos through ONNX Runtime. It carries the
+checkpoint's trained flags only (:func:`model.bundle.trained_flags`); a model trained without flag
+labels has no flag outputs (:func:`model.bundle.output_names`).
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import contextlib
 import io
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.bundle import INPUT_NAME, OUTPUT_NAMES
+from model.bundle import FLAG_OUTPUTS, INPUT_NAME, output_names, trained_flags
+from model.flags import FLAG_INDEX, FLAG_NAMES
 from training.checkpoint import Checkpoint, CheckpointError
 from training.data.photos import ImageSet
 from training.export.options import DEFAULT_OPSET, DEFAULT_PARITY_TOLERANCE, ExportError
@@ -58,8 +61,24 @@ def quiet_loggers(*names: str) -> Iterator[None]:
             lg.setLevel(level)
 
 
+def checkpoint_flags(ckpt: Checkpoint) -> tuple[str, ...]:
+    """The flags a checkpoint's bundle carries: those its decision has thresholds for (the trained
+    flags), in :data:`model.flags.FLAG_NAMES` order; empty when trained without flag labels.
+
+    Raises:
+        CheckpointError: the checkpoint is not calibrated, or a threshold names an unknown flag.
+    """
+    if ckpt.decision is None:
+        raise CheckpointError("The checkpoint has no decision settings; it was not calibrated.")
+    try:
+        return trained_flags(ckpt.decision)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
 def serving_graph(ckpt: Checkpoint):  # -> model.network.ServingGraph
-    """The network as it is exported: uint8 NHWC in, the checkpoint's temperature inside.
+    """The network as it is exported: uint8 NHWC in, the checkpoint's temperature inside, and the
+    checkpoint's trained flags only (none: no flag outputs).
 
     Args:
         ckpt: A calibrated checkpoint.
@@ -69,9 +88,11 @@ def serving_graph(ckpt: Checkpoint):  # -> model.network.ServingGraph
     """
     from model.network import ServingGraph
 
-    if ckpt.decision is None:
-        raise CheckpointError("The checkpoint has no decision settings; it was not calibrated.")
-    return ServingGraph(ckpt.build_network(), temperature=ckpt.decision.temperature).eval()
+    flags = checkpoint_flags(ckpt)
+    assert ckpt.decision is not None  # checkpoint_flags refused otherwise
+    net = ckpt.build_network()
+    indices = [FLAG_INDEX[name] for name in flags]
+    return ServingGraph(net, temperature=ckpt.decision.temperature, flags=indices).eval()
 
 
 def export_onnx(ckpt: Checkpoint, path: Path, *, opset: int = DEFAULT_OPSET) -> int:
@@ -102,7 +123,7 @@ def export_onnx(ckpt: Checkpoint, path: Path, *, opset: int = DEFAULT_OPSET) -> 
                 graph,
                 (example,),
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(graph.output_names),
                 dynamic_shapes=({0: batch},),
                 opset_version=opset,
                 dynamo=True,
@@ -118,12 +139,16 @@ def export_onnx(ckpt: Checkpoint, path: Path, *, opset: int = DEFAULT_OPSET) -> 
     return opset
 
 
-def check_graph(path: Path, *, opset: int) -> None:
+def check_graph(path: Path, *, opset: int, flags: Sequence[str] = FLAG_NAMES) -> None:
     """``onnx.checker`` full check plus the bundle's I/O contract (names, dtypes, ranks, batch axis).
+
+    The outputs must be those the bundle will list, :func:`model.bundle.output_names` of
+    ``flags``, with one flag channel per flag.
 
     Args:
         path: The exported graph.
         opset: The opset it must have at least (and at least 17).
+        flags: The flags the bundle lists (none: the graph must have no flag outputs).
 
     Raises:
         ExportError: the graph is invalid or breaks the contract; the message names the tensor.
@@ -153,8 +178,11 @@ def check_graph(path: Path, *, opset: int) -> None:
             f"{path.name}: input {INPUT_NAME} is {dims} of type {t.elem_type}, expected uint8 (batch, H, W, 3)."
         )
     outputs = [o.name for o in m.graph.output]
-    if outputs != list(OUTPUT_NAMES):
-        raise ExportError(f"{path.name}: outputs {outputs}, expected {list(OUTPUT_NAMES)}.")
+    expected = list(output_names(bool(flags)))
+    if outputs != expected:
+        raise ExportError(
+            f"{path.name}: outputs {outputs}, expected {expected} for {len(flags)} flag(s) {list(flags)}."
+        )
     for o in m.graph.output:
         t = o.type.tensor_type
         rank = len(t.shape.dim)
@@ -163,23 +191,27 @@ def check_graph(path: Path, *, opset: int) -> None:
                 f"{path.name}: output {o.name} has type {t.elem_type} and rank {rank}, "
                 f"expected float32 of rank {_OUTPUT_RANKS[o.name]}."
             )
+        channels = t.shape.dim[1].dim_value if o.name in FLAG_OUTPUTS else None
+        if channels and channels != len(flags):
+            raise ExportError(f"{path.name}: output {o.name} has {channels} flags, expected {len(flags)}.")
 
 
 def _compare_batches(
     graph: Any, session: Any, pixels: np.ndarray, batch: int, batch_sizes: set[int]
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Largest |ORT - torch| of every output over ``pixels`` in batches, and ORT's first batch."""
+    """Largest |ORT - torch| of every output the graph has over ``pixels`` in batches, and ORT's first batch."""
     import torch
 
-    diffs = dict.fromkeys(OUTPUT_NAMES, 0.0)
+    names: tuple[str, ...] = graph.output_names
+    diffs = dict.fromkeys(names, 0.0)
     first: dict[str, np.ndarray] = {}
     for start in range(0, len(pixels), batch):
         chunk = np.ascontiguousarray(pixels[start : start + batch])
-        got = session.run(list(OUTPUT_NAMES), {INPUT_NAME: chunk})
+        got = session.run(list(names), {INPUT_NAME: chunk})
         batch_sizes.add(len(chunk))
         with torch.no_grad():
             want = [t.numpy() for t in graph(torch.from_numpy(chunk))]
-        for name, g, w in zip(OUTPUT_NAMES, got, want, strict=True):
+        for name, g, w in zip(names, got, want, strict=True):
             if g.shape != w.shape:
                 raise ExportError(
                     f"Parity: output {name} has shape {g.shape} in ONNX Runtime, {w.shape} in torch."
@@ -187,7 +219,7 @@ def _compare_batches(
             gap = float(np.abs(g.astype(np.float64) - w).max())
             diffs[name] = max(diffs[name], gap if math.isfinite(gap) else math.inf)  # NaN must fail
         if start == 0:
-            first = dict(zip(OUTPUT_NAMES, got, strict=True))
+            first = dict(zip(names, got, strict=True))
     return diffs, first
 
 
@@ -195,8 +227,9 @@ def _check_batch_of_one(
     session: Any, pixels: np.ndarray, first: dict[str, np.ndarray], *, batch: int, tolerance: float
 ) -> None:
     """Dynamic batch: the first photo alone must give what it gave inside the first batch."""
-    single = session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(pixels[:1])})
-    for name, value in zip(OUTPUT_NAMES, single, strict=True):
+    names = list(first)
+    single = session.run(names, {INPUT_NAME: np.ascontiguousarray(pixels[:1])})
+    for name, value in zip(names, single, strict=True):
         if value.shape[0] != 1:
             raise ExportError(
                 f"Parity: batch 1 gave {name} of shape {value.shape}; the batch axis is not dynamic."
@@ -218,6 +251,8 @@ def check_parity(
     batch: int = 16,
 ) -> dict[str, Any]:
     """Compare ONNX Runtime with torch on ``images``; batch 1 and batch N must agree as well.
+
+    Every output the graph has is compared (no flag outputs for a model without flags).
 
     Args:
         ckpt: The checkpoint the graph was exported from.
@@ -248,7 +283,7 @@ def check_parity(
     broken = [k for k, v in diffs.items() if not math.isfinite(v)]
     if broken:
         raise ExportError(f"Parity failed: ONNX Runtime gives NaN or infinity in {', '.join(broken)}.")
-    worst_name = max(PROBABILITY_OUTPUTS, key=lambda k: diffs[k])
+    worst_name = max((k for k in PROBABILITY_OUTPUTS if k in diffs), key=lambda k: diffs[k])
     max_diff = diffs[worst_name]
     if not math.isfinite(max_diff) or max_diff > tolerance:
         raise ExportError(

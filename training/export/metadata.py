@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import model
-from model.bundle import OOD_FILE, utc_now
+from model.bundle import OOD_FILE, output_names, utc_now
 from model.configio import config_hash
 from model.flags import FLAG_NAMES
 from training.checkpoint import Checkpoint, CheckpointError
+from training.export.graph import checkpoint_flags
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ def collect_metrics(
 def manifest_fields(ckpt: Checkpoint, *, name: str, version: str) -> dict[str, Any]:
     """The bundle.json fields that come from the checkpoint.
 
+    ``flags`` are the trained flags (those the decision has thresholds for, vocabulary order),
+    ``untrained_flags`` the rest of the vocabulary, and ``outputs`` the graph's outputs for them.
+
     Args:
         ckpt: A calibrated checkpoint.
         name, version: The bundle's name and version.
@@ -123,13 +127,16 @@ def manifest_fields(ckpt: Checkpoint, *, name: str, version: str) -> dict[str, A
         raise CheckpointError(
             "The checkpoint has no decision settings or OOD reference; it was not calibrated."
         )
+    flags = checkpoint_flags(ckpt)
     size = ckpt.input.image_size
     stride = 32  # the maps are the last feature map: input / 32 for timm's classification backbones
     net_cfg = ckpt.config
     return {
         "name": name,
         "version": version,
-        "flags": FLAG_NAMES,
+        "flags": flags,
+        "untrained_flags": tuple(f for f in FLAG_NAMES if f not in flags),
+        "outputs": output_names(bool(flags)),
         "input": {
             "height": size,
             "width": size,

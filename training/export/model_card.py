@@ -167,6 +167,7 @@ def render_model_card(
         *_title(fields, warnings),
         *_intended_use_section(),
         *_model_section(fields, weights),
+        *_flags_section(fields),
         *_training_data_section(data, ckpt.data),
         *_metrics_section(fields),
         *_export_checks_section(fields),
@@ -222,13 +223,50 @@ def _model_section(fields: dict[str, Any], weights: str) -> list[str]:
         f"- Backbone: timm `{prov['timm_model']}`, input {inp['height']}x{inp['width']} RGB, resize "
         f"`{inp['resize']}`, normalisation inside the graph (mean {inp['mean']}, std {inp['std']}).",
         f"- Weights: {weights}",
-        "- Heads: authenticity (temperature-scaled), one multi-label head per flag, class-activation "
+        f"- Heads: authenticity (temperature-scaled), {_flag_heads(fields)}, class-activation "
         "maps, and the pooled embedding for out-of-distribution detection.",
         f"- Provenance: git `{prov['git_commit']}`, config sha256 `{prov['config_hash'][:16]}`, data "
         f"manifest sha256 `{prov['data_manifest_hash'][:16]}`, epoch {prov.get('checkpoint_epoch')}, "
         f"exported {_when(prov['created_at'])}.",
         "",
     ]
+
+
+NO_FLAGS = "Trained without flag labels: this model raises no flags."
+
+
+def _flag_heads(fields: dict[str, Any]) -> str:
+    """The flag heads the bundle carries, for the model section."""
+    n = len(fields["flags"])
+    if not n:
+        return "no flag head (trained without flag labels)"
+    return f"one multi-label head per trained flag ({n})"
+
+
+def _flag_list(names: Any) -> str:
+    titles = {f.name: f.title for f in FLAGS}
+    return ", ".join(f"{titles.get(n, n)} (`{n}`)" for n in names)
+
+
+def _flags_section(fields: dict[str, Any]) -> list[str]:
+    """Which named tells the model reports: the flags its training data labelled, or none."""
+    flags, untrained = fields["flags"], fields.get("untrained_flags") or ()
+    if not flags:
+        return [
+            "## Flags",
+            "",
+            f"**{NO_FLAGS}** Its training data labelled no tell, so the bundle carries no flag head: "
+            "answers list no flagged features, and the counterfeit-evidence map of the authenticity "
+            "head is the only explanation of a verdict.",
+            "",
+        ]
+    lines = ["## Flags", "", f"Trained flags, the tells this model reports: {_flag_list(flags)}."]
+    if untrained:
+        lines += [
+            "",
+            f"Not reported, since the training data labelled none of them: {_flag_list(untrained)}.",
+        ]
+    return [*lines, ""]
 
 
 def _training_data_section(data: DataDescription, record: dict[str, Any]) -> list[str]:
@@ -288,6 +326,13 @@ def _thresholds_section(fields: dict[str, Any]) -> list[str]:
     """The verdict thresholds, when a photo is inconclusive, and the flag thresholds."""
     dec = fields["decision"]
     flag_titles = {f.name: f.title for f in FLAGS}
+    flag_line = (
+        "Flags raised at these probabilities: "
+        + ", ".join(f"{flag_titles.get(k, k)} {dec['flag_thresholds'][k]:.2f}" for k in fields["flags"])
+        + "."
+        if fields["flags"]
+        else "No flag thresholds: the model was trained without flag labels and raises no flags."
+    )
     return [
         "## Decision thresholds",
         "",
@@ -308,9 +353,7 @@ def _thresholds_section(fields: dict[str, Any]) -> list[str]:
         "cannot say*, never *probably genuine*: get better photos or an expert. Several photos of one item "
         "average their logits; unusable photos do not vote.",
         "",
-        "Flags raised at these probabilities: "
-        + ", ".join(f"{flag_titles.get(k, k)} {v:.2f}" for k, v in dec["flag_thresholds"].items())
-        + ".",
+        flag_line,
         "",
     ]
 
@@ -324,7 +367,8 @@ def _limits_section() -> list[str]:
         "confident; the out-of-distribution test catches many such photos, not all.",
         "- Label noise: the training labels come from their source unverified; metrics are bounded by it.",
         "- Flag heads learn only from photos with flag labels (the synthetic set has them, the real "
-        "sneakers set does not); trained without such labels, the flags carry no information.",
+        "sneakers set does not): a bundle carries only the flags its training data labelled, and "
+        "a model trained without flag labels raises none.",
         "- New counterfeit techniques, unusual lighting, heavy filters, screenshots and collages are out of scope.",
         "- Calibration holds for photos like the validation set; it drifts when the mix of items changes.",
         "",

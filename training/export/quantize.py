@@ -116,7 +116,8 @@ class Int8Comparison:
         ece_fp32, ece_int8: Expected calibration error of the counterfeit probability
             (:data:`ECE_BINS` equal-width bins).
         max_abs_diff_p_genuine: Largest ``|p_int8 - p_fp32|`` over the photos.
-        max_abs_diff_flag_probs: The same for the flag probabilities.
+        max_abs_diff_flag_probs: The same for the flag probabilities; ``None`` for a graph
+            without flag outputs (a model trained without flag labels).
         mean_abs_diff_p_genuine: Mean ``|p_int8 - p_fp32|``.
         ood_flips: Photos on which the out-of-distribution test disagrees.
         verdict_flips: Photos whose genuine/inconclusive/counterfeit verdict (thresholds only,
@@ -132,7 +133,7 @@ class Int8Comparison:
     ece_fp32: float
     ece_int8: float
     max_abs_diff_p_genuine: float
-    max_abs_diff_flag_probs: float
+    max_abs_diff_flag_probs: float | None
     ood_flips: int
     latency_ms_fp32: float
     latency_ms_int8: float
@@ -318,6 +319,13 @@ def time_side_by_side(
     return times
 
 
+def _max_abs_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray], name: str) -> float | None:
+    """Largest ``|a - b|`` of one output; ``None`` when the graphs do not have it."""
+    if name not in a or name not in b:
+        return None
+    return float(np.abs(a[name] - b[name]).max()) if a[name].size else 0.0
+
+
 def verdict_flips(p_a: np.ndarray, p_b: np.ndarray, decision: Decision) -> int:
     """Photos whose verdict (:func:`model.decision.classify`, thresholds only) differs between two
     sets of counterfeit probabilities of the same photos."""
@@ -363,6 +371,8 @@ def compare_int8(
         )
     fp32, int8 = make_session(fp32_path), make_session(int8_path)
     out_f, out_q = run_batches(fp32, pixels), run_batches(int8, pixels)
+    if set(out_f) != set(out_q):
+        raise QuantizationError(f"The INT8 graph has outputs {sorted(out_q)}, the fp32 one {sorted(out_f)}.")
     pc_f, pc_q = 1.0 - out_f["p_genuine"], 1.0 - out_q["p_genuine"]
     ood_f = ood.score(out_f["embedding"]) > ood_threshold
     ood_q = ood.score(out_q["embedding"]) > ood_threshold
@@ -376,7 +386,7 @@ def compare_int8(
         ece_fp32=reliability(pc_f, y, ECE_BINS).ece,
         ece_int8=reliability(pc_q, y, ECE_BINS).ece,
         max_abs_diff_p_genuine=float(np.abs(out_f["p_genuine"] - out_q["p_genuine"]).max()),
-        max_abs_diff_flag_probs=float(np.abs(out_f["flag_probs"] - out_q["flag_probs"]).max()),
+        max_abs_diff_flag_probs=_max_abs_diff(out_f, out_q, "flag_probs"),
         ood_flips=int((ood_f != ood_q).sum()),
         latency_ms_fp32=statistics.median(times["fp32"]),
         latency_ms_int8=statistics.median(times["int8"]),

@@ -19,15 +19,18 @@ from model.bundle import Decision
 from model.decision import sigmoid
 from model.imaging import sharpness
 from model.logs import log_event
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import OODReference, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data.dataset import flag_target
 from training.metrics import flag_macro_f1, reliability, roc_auc
 from training.train.calibration import (
     calibrated_probability,
     fit_calibration,
+    fit_knn_ood,
     fit_min_sharpness,
     fit_ood,
+    knn_scores,
+    labelled_flags,
 )
 from training.train.inference import Outputs, load_inputs_for, predict_for
 from training.train.loaders import RunData
@@ -67,6 +70,22 @@ def validation_metrics(
     }
 
 
+def fit_ood_reference(
+    train_embeddings: np.ndarray, train_labels: np.ndarray, held_out: np.ndarray, cfg: TrainConfig
+) -> OODReference:
+    """The configured OOD reference of the training embeddings, thresholded on held-out ones."""
+    c = cfg.calibration
+    if c.ood_method == "mahalanobis":
+        return fit_ood(train_embeddings, train_labels, c.ood_quantile, held_out=held_out)
+    return fit_knn_ood(
+        train_embeddings,
+        knn_scores(train_embeddings, held_out, c.ood_k),
+        k=c.ood_k,
+        quantile=c.ood_quantile,
+        max_reference=c.ood_max_reference,
+    )
+
+
 def calibrate_best(
     path: Path, cfg: TrainConfig, data: RunData, tracker: Tracker, *, step: int, extra: dict[str, Any]
 ) -> None:
@@ -94,8 +113,16 @@ def calibrate_best(
     val_out = predict_for(net, data.val_inputs, cfg)
     flag_t = np.stack([flag_target(r)[0] for r in splits.val])  # (N, F)
     flag_m = np.array([flag_target(r)[1] for r in splits.val])  # (N,)
+    train_t = np.stack([flag_target(r)[0] for r in splits.train])
+    train_m = np.array([flag_target(r)[1] for r in splits.train])
     decision = fit_calibration(
-        val_out.logits, val_labels, sigmoid(val_out.flag_logits), flag_t, flag_m, cfg.calibration
+        val_out.logits,
+        val_labels,
+        sigmoid(val_out.flag_logits),
+        flag_t,
+        flag_m,
+        cfg.calibration,
+        trained=labelled_flags(train_t, train_m),
     )
     train_inputs = load_inputs_for(splits.train, cfg)  # (N_train, H, W, 3) uint8, no augmentation
     train_out = predict_for(net, train_inputs, cfg)
@@ -104,9 +131,7 @@ def calibrate_best(
         min_sharpness = fit_min_sharpness(sharp, cfg.calibration.sharpness_quantile)
         decision = decision.model_copy(update={"min_sharpness": min_sharpness})
     del train_inputs
-    ood = fit_ood(
-        train_out.embeddings, data.train.labels, cfg.calibration.ood_quantile, held_out=val_out.embeddings
-    )
+    ood = fit_ood_reference(train_out.embeddings, data.train.labels, val_out.embeddings, cfg)
     metrics = validation_metrics(val_out, val_labels, flag_t, flag_m, decision, cfg)
     best.decision = decision
     best.ood = ood

@@ -16,15 +16,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.stats import beta
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import precision_recall_curve
 
 from model.bundle import Decision
 from model.decision import logit, sigmoid
 from model.flags import FLAG_NAMES
-from model.ood import MahalanobisOOD
+from model.ood import KnnOOD, MahalanobisOOD, l2_normalise
 from training.checkpoint import OODReference
 from training.config import CalibrationConfig
 
@@ -62,16 +65,45 @@ def _between(lower: float, upper: float | None) -> float:
     return sigmoid((a + b) / 2.0)
 
 
-def counterfeit_threshold(p_genuine: np.ndarray, p_all: np.ndarray, max_rate: float) -> float:
+def rate_upper_bound(k: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson upper bound of a rate seen as ``k`` events in ``n`` trials.
+
+    With probability ``confidence`` over the draw of the ``n`` photos, the true rate is below it.
+    """
+    if n <= 0:
+        return 1.0
+    return 1.0 if k >= n else float(beta.ppf(confidence, k + 1, n - k))
+
+
+def allowed_errors(n: int, max_rate: float, confidence: float | None) -> int:
+    """How many of ``n`` held-out photos may fall on the wrong side of a threshold.
+
+    Without ``confidence``: ``floor(max_rate * n)`` (the rate on these photos). With it: the
+    largest ``k`` whose :func:`rate_upper_bound` stays within ``max_rate``, so the rate holds for
+    new photos like these with that confidence; 0 when even ``k = 0`` cannot promise it (too few
+    photos: the bound then exceeds ``max_rate``, and :func:`fit_calibration` records it).
+    """
+    if confidence is None:
+        return int(np.floor(max_rate * n + 1e-9))
+    k = 0
+    while k + 1 < n and rate_upper_bound(k + 1, n, confidence) <= max_rate:
+        k += 1
+    return k
+
+
+def counterfeit_threshold(
+    p_genuine: np.ndarray, p_all: np.ndarray, max_rate: float, confidence: float | None = None
+) -> float:
     """Lowest threshold accusing at most ``max_rate`` of the genuine photos (``p >= t``).
 
     Args:
-        p_genuine: Calibrated counterfeit probabilities of genuine validation photos.
-        p_all: Those of all validation photos (the threshold falls between two of them).
+        p_genuine: Calibrated counterfeit probabilities of genuine held-out photos.
+        p_all: Those of all held-out photos (the threshold falls between two of them).
         max_rate: Largest share of genuine photos allowed at or above the threshold.
+        confidence: When given, the rate must hold with this confidence (:func:`allowed_errors`).
     """
     neg = np.sort(np.asarray(p_genuine, dtype=np.float64))[::-1]
-    allowed = int(np.floor(max_rate * len(neg) + 1e-9))
+    allowed = allowed_errors(len(neg), max_rate, confidence)
     if allowed >= len(neg):
         return 0.0
     pivot = neg[allowed]  # the highest genuine score that must stay below the threshold
@@ -94,27 +126,54 @@ def genuine_threshold(p_counterfeit: np.ndarray, p_all: np.ndarray, max_rate: fl
     return _between(float(below.max()), pivot)
 
 
-def flag_thresholds(probs: np.ndarray, targets: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Per-flag threshold maximising F1 on flag-labelled photos; 0.5 where a flag has no positives.
+def flag_thresholds(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    mask: np.ndarray,
+    *,
+    trained: Sequence[str],
+    precision: float,
+    min_positives: int,
+) -> dict[str, float]:
+    """Thresholds of the flags worth raising: the lowest at which a raised flag is right often enough.
+
+    Per trained flag, the lowest threshold whose precision on the held-out flag-labelled photos is
+    at least ``precision`` (so it catches as many as it can while a raised flag is right that
+    often). A flag is left out, and never raised, when its training photos had no positives
+    (``trained``), the held-out photos have fewer than ``min_positives``, or no threshold reaches
+    ``precision``: a flag the data cannot vouch for is noise to an investigator.
 
     Args:
-        probs: ``(N, F)`` flag probabilities.
+        probs: ``(N, F)`` flag probabilities of held-out photos, flags in :data:`FLAG_NAMES` order.
         targets: ``(N, F)`` 0/1 labels.
         mask: ``(N,)`` 1 where the photo has flag labels.
+        trained: Flags with positives among the training photos.
+        precision: Required precision of a raised flag.
+        min_positives: Fewest held-out positives to set a threshold on.
+
+    Returns:
+        ``{flag: threshold}`` for the flags kept, in :data:`FLAG_NAMES` order.
     """
     keep = np.asarray(mask) > 0.5
     out: dict[str, float] = {}
     for j, name in enumerate(FLAG_NAMES):
         y, p = targets[keep, j], probs[keep, j]
-        if y.sum() == 0 or y.sum() == len(y):
-            out[name] = 0.5
+        if name not in trained or y.sum() < min_positives or y.sum() == len(y):
             continue
-        precision, recall, thresholds = precision_recall_curve(y, p)
-        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
-        best = float(thresholds[int(np.argmax(f1))])
-        lower = p[p < best]
-        out[name] = _between(float(lower.max()), best) if len(lower) else best
+        prec, _, thresholds = precision_recall_curve(y, p)
+        ok = np.flatnonzero(prec[:-1] >= precision)
+        if not len(ok):
+            continue
+        lowest = float(thresholds[ok[0]])
+        lower = p[p < lowest]
+        out[name] = _between(float(lower.max()), lowest) if len(lower) else lowest
     return out
+
+
+def labelled_flags(targets: np.ndarray, mask: np.ndarray) -> tuple[str, ...]:
+    """Flags with at least one positive among the flag-labelled photos (``(N, F)``, ``(N,)``)."""
+    keep = np.asarray(mask) > 0.5
+    return tuple(name for j, name in enumerate(FLAG_NAMES) if targets[keep, j].sum() > 0)
 
 
 def fit_calibration(
@@ -124,27 +183,39 @@ def fit_calibration(
     flag_targets: np.ndarray,
     flag_mask: np.ndarray,
     cfg: CalibrationConfig,
+    *,
+    trained: Sequence[str] = FLAG_NAMES,
 ) -> Decision:
-    """All decision settings from validation outputs (``min_sharpness`` as configured, 0 when unset).
+    """All decision settings from held-out outputs (``min_sharpness`` as configured, 0 when unset).
 
     Args:
-        logits: ``(N,)`` uncalibrated counterfeit logits.
+        logits: ``(N,)`` uncalibrated counterfeit logits of held-out photos (validation, or
+            out-of-fold predictions of every photo).
         labels: ``(N,)`` 1 = counterfeit.
         flag_probs: ``(N, F)``; flag_targets: ``(N, F)``; flag_mask: ``(N,)`` as in :func:`flag_thresholds`.
         cfg: The run's calibration section.
+        trained: Flags with positives among the training photos (:func:`labelled_flags`).
     """
     labels = np.asarray(labels)
     temperature = fit_temperature(logits, labels)
     p = calibrated_probability(logits, temperature)
-    t_c = counterfeit_threshold(p[labels == 0], p, cfg.max_false_accusation_rate)
+    t_c = counterfeit_threshold(p[labels == 0], p, cfg.max_false_accusation_rate, cfg.far_confidence)
     t_g = min(genuine_threshold(p[labels == 1], p, cfg.max_miss_rate), t_c)
+    flags = flag_thresholds(
+        flag_probs,
+        flag_targets,
+        flag_mask,
+        trained=trained,
+        precision=cfg.flag_precision,
+        min_positives=cfg.min_flag_positives,
+    )
     return Decision(
         temperature=temperature,
         counterfeit_threshold=t_c,
         genuine_threshold=t_g,
         max_false_accusation_rate=cfg.max_false_accusation_rate,
         max_miss_rate=cfg.max_miss_rate,
-        flag_thresholds=flag_thresholds(flag_probs, flag_targets, flag_mask),
+        flag_thresholds=flags,
         min_image_side=cfg.min_image_side,
         min_sharpness=cfg.min_sharpness or 0.0,
     )
@@ -160,6 +231,43 @@ def fit_min_sharpness(sharpness_values: np.ndarray, quantile: float) -> float:
     return (
         float(np.quantile(np.asarray(sharpness_values, dtype=np.float64), quantile)) if quantile > 0 else 0.0
     )
+
+
+def fit_knn_ood(
+    embeddings: np.ndarray,
+    held_out_scores: np.ndarray,
+    *,
+    k: int,
+    quantile: float,
+    max_reference: int,
+    seed: int = 0,
+) -> OODReference:
+    """k-nearest-neighbour reference of the training embeddings (:class:`model.ood.KnnOOD`).
+
+    Args:
+        embeddings: ``(N, D)`` embeddings of the training photos (no augmentation).
+        held_out_scores: kNN scores of in-distribution photos the reference does not contain
+            (validation photos against the training ones, or each fold against the others): the
+            threshold is their ``quantile``, so about ``1 - quantile`` of new in-distribution photos
+            are called out of distribution.
+        k: The neighbour whose distance is the score.
+        quantile: Share of those photos that must pass.
+        max_reference: Keep at most this many rows (a seeded sample): serving compares every photo
+            with every row.
+        seed: Seed of that sample.
+    """
+    ref = l2_normalise(embeddings)
+    if len(ref) > max_reference:
+        keep = np.sort(np.random.default_rng(seed).choice(len(ref), max_reference, replace=False))
+        ref = ref[keep]
+    stats = KnnOOD(reference=ref, k=min(k, len(ref)))
+    threshold = float(np.quantile(np.asarray(held_out_scores, dtype=np.float64), quantile))
+    return OODReference(stats=stats, threshold=threshold, quantile=quantile)
+
+
+def knn_scores(reference: np.ndarray, photos: np.ndarray, k: int) -> np.ndarray:
+    """kNN scores of ``photos`` (``(M, D)``) against the embeddings ``reference`` (``(N, D)``)."""
+    return KnnOOD(reference=l2_normalise(reference), k=min(k, len(reference))).score(photos)
 
 
 def fit_ood(

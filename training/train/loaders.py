@@ -46,6 +46,11 @@ class RunData:
     val_inputs: torch.Tensor  # (N_val, H, W, 3) uint8
     val_labels: np.ndarray  # (N_val,) 1 = counterfeit
 
+    @property
+    def has_val(self) -> bool:
+        """Whether there are validation photos (the final model of cross-fitting has none)."""
+        return len(self.val_labels) > 0
+
 
 def decode_cache(cfg: TrainConfig, records: list[Record], d: Dist) -> list[DecodedImage] | None:
     """Every training photo decoded once, when they fit in ``data.cache_max_gb``; else ``None``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from timm.optim import param_groups_weight_decay
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
@@ -16,13 +16,22 @@ from training.train.startup import Dist
 
 
 def build_optimizer(net: AuthLensNet, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on norms and biases (timm's grouping); heads at ``head_lr_scale``."""
+    """AdamW; no weight decay on norms and biases (timm's grouping); heads at ``head_lr_scale``.
+
+    With ``train.layer_decay`` the backbone's layers get timm's layer-wise rates (``lr_scale``
+    per group, which timm's scheduler applies): the stem learns slowest, the last block fastest.
+    """
     o = cfg.train
     heads = nn.ModuleDict({"auth": net.auth_head, "flag": net.flag_head})
-    groups = []
-    for module, scale in ((net.backbone, 1.0), (heads, o.head_lr_scale)):
-        for g in param_groups_weight_decay(module, weight_decay=o.weight_decay):
-            groups.append({**g, "lr": o.lr * scale})
+    if o.layer_decay is None:
+        backbone = param_groups_weight_decay(net.backbone, weight_decay=o.weight_decay)
+    else:
+        backbone = param_groups_layer_decay(
+            net.backbone, weight_decay=o.weight_decay, layer_decay=o.layer_decay
+        )
+    groups = [{**g, "lr": o.lr} for g in backbone]  # the scheduler multiplies each by its lr_scale
+    for g in param_groups_weight_decay(heads, weight_decay=o.weight_decay):
+        groups.append({**g, "lr": o.lr * o.head_lr_scale})
     return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
 
 

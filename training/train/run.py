@@ -34,6 +34,7 @@ from training.train.loaders import RunData, load_data
 from training.train.loop import train_one_epoch, validate
 from training.train.losses import class_weights
 from training.train.optim import Learner, build_learner
+from training.train.probe_init import init_heads_from_probe
 from training.train.progress import epoch_bars
 from training.train.runtime import tune_cpu
 from training.train.startup import (
@@ -96,8 +97,8 @@ class RunResult:
 # ----------------------------------------------------------------------------- before training
 
 
-def prepare_data(cfg: TrainConfig) -> tuple[Splits, dict[str, Any]]:
-    """Load the manifest and split it; everything that can be wrong with the data fails here.
+def prepare_data(cfg: TrainConfig, splits: Splits | None = None) -> tuple[Splits, dict[str, Any]]:
+    """Load the manifest and split it (unless ``splits`` are given); data problems fail here.
 
     Raises:
         DataError / ManifestError: with a message naming the problem and the fix.
@@ -105,8 +106,9 @@ def prepare_data(cfg: TrainConfig) -> tuple[Splits, dict[str, Any]]:
     from training.data.manifest import load_manifest, manifest_hash
 
     records = load_manifest(cfg.data.manifest)
-    need_test = cfg.evaluate.after_training and cfg.evaluate.split == "test"
-    splits = make_splits(records, cfg.data, need_test=need_test)
+    if splits is None:
+        need_test = cfg.evaluate.after_training and cfg.evaluate.split == "test"
+        splits = make_splits(records, cfg.data, need_test=need_test)
     info = {
         "manifest": str(Path(cfg.data.manifest).resolve()),
         "manifest_hash": manifest_hash(records),
@@ -235,14 +237,18 @@ def fit(
                 world=d.world,
                 progress=bars.advance,
             )
-            val, _ = validate(learner.eval_net, data.val_inputs, data.val_labels, cfg, d)
-            row, improved = state.record(stats, val)
+            val = (
+                validate(learner.eval_net, data.val_inputs, data.val_labels, cfg, d)[0]
+                if data.has_val
+                else {}
+            )
+            row, improved = state.record(stats, val, keep_last=cfg.train.select == "last")
             if d.main:
                 save_epoch(run_dir, learner, cfg, state, val, data=data.info, improved=improved)
                 tracker.log_metrics(row, step=state.epoch)
                 log_event(log, "epoch_end", **{k: round(v, 5) for k, v in row.items()}, best=improved)
                 best = f"best {state.best_auc:.4f} @ {state.best_epoch}"
-                bars.end_epoch(f"val AUC {val['val_auc']:.4f} ({best})")
+                bars.end_epoch(f"val AUC {val['val_auc']:.4f} ({best})" if val else f"loss {stats.loss:.4f}")
 
 
 # ----------------------------------------------------------------------------- after training
@@ -288,8 +294,13 @@ def run(
     force: bool = False,
     stop_after: int | None = None,
     show_progress: bool = True,
+    splits: Splits | None = None,
+    calibrate: bool = True,
 ) -> RunResult:
     """Train, calibrate and (by default) evaluate one run.
+
+    With ``data.folds`` of 2 or more, this is :func:`training.train.crossfit.run_crossfit`'s job;
+    ``splits`` and ``calibrate`` are how it trains each fold and the final model.
 
     Args:
         cfg: The resolved configuration.
@@ -297,6 +308,8 @@ def run(
         force: Start afresh even when the run directory already holds a checkpoint.
         stop_after: Stop after this many epochs of this call as if interrupted (no calibration).
         show_progress: Show rich progress bars.
+        splits: Train (and validate) on these instead of splitting the manifest.
+        calibrate: Calibrate and evaluate ``best.pt`` when training ends.
 
     Raises:
         RunError, DataError, CheckpointError, ManifestError, ConfigError: before training starts.
@@ -307,7 +320,7 @@ def run(
     torch.set_num_threads(threads_for(cfg, d))
     run_dir = Path(cfg.run.output_dir) / cfg.run.name
     resume_path = check_can_start(cfg, run_dir, resume, force=force, d=d)
-    splits, data_info = prepare_data(cfg)
+    splits, data_info = prepare_data(cfg, splits)
     resumed = None if resume_path is None else load_resumable(resume_path, cfg, data_info["manifest_hash"])
 
     # the order below fixes what the seeded generators produce: keep it for exact results and resume
@@ -319,6 +332,8 @@ def run(
         save_split(splits, run_dir / SPLIT_FILE)
     data_info["split_manifest"] = str((run_dir / SPLIT_FILE).resolve())
     data = load_data(cfg, splits, data_info, d)
+    if cfg.train.linear_probe_init and resumed is None:
+        data_info["linear_probe_init"] = init_heads_from_probe(net, splits.train, cfg)
     learner = build_learner(net, cfg, len(data.loader), d)
     state = RunState() if resumed is None else restore_state(learner, resumed.train_state or {})
     tracker = start_tracking(
@@ -328,7 +343,7 @@ def run(
     fit(cfg, learner, data, state, tracker, d, run_dir, stop_after=stop_after, show_progress=show_progress)
     finish_distributed(d)
     result = RunResult.of(run_dir, state, main=d.main)
-    if not d.main or state.epoch < cfg.train.epochs:  # another rank, or stopped early: no calibration
+    if not d.main or state.epoch < cfg.train.epochs or not calibrate:  # another rank, stopped, or a fold
         tracker.end(status="KILLED" if state.epoch < cfg.train.epochs else "FINISHED")
         result.wall_seconds = time.perf_counter() - wall_start
         return result

@@ -52,11 +52,19 @@ class RunState:
     mlflow_run_id: str | None = None
     train_seconds: float = 0.0
 
-    def record(self, stats: EpochStats, val: dict[str, float]) -> tuple[dict[str, float], bool]:
+    def record(
+        self, stats: EpochStats, val: dict[str, float], *, keep_last: bool = False
+    ) -> tuple[dict[str, float], bool]:
         """Count a finished epoch.
 
+        Args:
+            stats: The epoch's training figures.
+            val: Its validation figures (empty when the run has no validation photos).
+            keep_last: Every epoch replaces ``best.pt`` (``train.select: last``, cross-fitting,
+                or no validation photos to choose by).
+
         Returns:
-            Its row of ``history.json``, and whether its validation AUC is the best so far.
+            Its row of ``history.json``, and whether its weights become ``best.pt``.
         """
         self.epoch += 1
         self.train_seconds += stats.seconds
@@ -72,9 +80,10 @@ class RunState:
             **val,
         }
         self.history.append(row)
-        improved = val["val_auc"] > self.best_auc
+        auc = val.get("val_auc", float("nan"))
+        improved = keep_last or not val or auc > self.best_auc
         if improved:
-            self.best_auc, self.best_epoch = val["val_auc"], self.epoch
+            self.best_auc, self.best_epoch = auc, self.epoch
         return row, improved
 
     @property

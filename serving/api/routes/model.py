@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter
@@ -26,6 +27,21 @@ REASON_TEXT = {
 }
 
 
+NO_FLAGS_NOTE = "Trained without flag labels: this model raises no flags."
+
+
+def flags_note(flags: Sequence[str], untrained: Sequence[str]) -> str:
+    """What ``/v1/model`` and the web page say about the flags a bundle can raise."""
+    if not flags:
+        return NO_FLAGS_NOTE
+    titles = {f.name: f.title for f in FLAGS}
+    note = "This model can raise these flags: " + ", ".join(titles.get(n, n) for n in flags) + "."
+    if untrained:
+        never = ", ".join(titles.get(n, n) for n in untrained)
+        note += f" Never raised, as its training data labelled none of them: {never}."
+    return note
+
+
 class FlagInfo(BaseModel):
     """One named tell the model can flag."""
 
@@ -44,7 +60,15 @@ class ModelInfo(BaseModel):
     served_graph: str = Field(description="model.onnx (fp32) or the INT8 file.")
     input: dict[str, Any] = Field(description="Input size and preprocessing (bundle.json `input`).")
     decision: dict[str, Any] = Field(description="Thresholds on the counterfeit probability and per flag.")
-    flags: list[FlagInfo] = Field(description="The flags this model reports, with their thresholds.")
+    flags: list[FlagInfo] = Field(
+        description="The flags this model reports, with their thresholds: those its training data "
+        "labelled. Empty: trained without flag labels, the model raises no flags."
+    )
+    untrained_flags: list[str] = Field(
+        description="Flags of the vocabulary this model never raises because its training data "
+        "labelled none of them (bundle.json `untrained_flags`; empty for bundles before schema 4)."
+    )
+    flags_note: str = Field(description="In words: which flags this model can raise, or that it raises none.")
     reasons: dict[str, str] = Field(description="What each inconclusive reason means.")
     max_photos_per_item: int = Field(description="Most photos `/v1/score` takes for one item.")
     metrics: dict[str, Any] = Field(description="Evaluation summary recorded at export.")
@@ -95,6 +119,8 @@ async def model_info(state: StateDep) -> ModelInfo:
             for f in FLAGS
             if f.name in m.flags
         ],
+        untrained_flags=list(m.untrained_flags),
+        flags_note=flags_note(m.flags, m.untrained_flags),
         reasons={r: REASON_TEXT.get(r, r) for r in REASONS},
         max_photos_per_item=MAX_PHOTOS_PER_ITEM,
         metrics=m.metrics,

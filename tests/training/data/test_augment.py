@@ -95,3 +95,18 @@ def test_boxes_land_in_letterboxed_model_pixels() -> None:
     # 320x240 -> 64x48 with 8-pixel bars above and below
     np.testing.assert_allclose(moved[0], [0, 8, 16, 20], atol=0.01)
     assert out[9:19, 1:15].min() > 200 and ids.tolist() == [0]
+
+
+def test_train_crop_keeps_the_labelled_boxes_inside_when_they_fit() -> None:
+    from training.config import AugmentConfig as Cfg
+
+    aug = Augmenter(Cfg(train_crop=64, rotate=0, perspective=0, crop=0), image_size=96, resize="stretch")
+    pixels = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    box = np.array([[40, 10, 60, 30]], np.float32)
+    for seed in range(20):
+        out, moved, ids = aug.apply(pixels, box, seed=seed)
+        assert out.shape == (64, 64, 3) and ids.tolist() == [0]
+        w, h = moved[0, 2] - moved[0, 0], moved[0, 3] - moved[0, 1]
+        assert abs(w - 20) < 1e-3 and abs(h - 20) < 1e-3  # whole, only shifted
+    with pytest.raises(ValueError, match=r"train_crop 128 exceeds data\.image_size 96"):
+        Augmenter(Cfg(train_crop=128), image_size=96, resize="stretch")

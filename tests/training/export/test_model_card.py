@@ -1,10 +1,15 @@
-"""The model card (:mod:`training.export.model_card`): where the training data's licence is found."""
+"""The model card (:mod:`training.export.model_card`): where the training data's licence is found, and
+which flags the model raises."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from training.export.model_card import describe_data
+from factories import tiny_checkpoint
+
+from model.flags import FLAG_NAMES
+from training.export.metadata import manifest_fields
+from training.export.model_card import DataDescription, describe_data, render_model_card
 
 
 def test_training_data_licence_is_found(sneakers_dir: Path, tmp_path: Path) -> None:
@@ -18,3 +23,32 @@ def test_training_data_licence_is_found(sneakers_dir: Path, tmp_path: Path) -> N
     (tmp_path / "syn").mkdir()
     (tmp_path / "syn" / "contact_sheet.png").write_bytes(b"")
     assert "authlens data synth" in describe_data(str(tmp_path / "syn" / "manifest.csv")).text
+
+
+def _card(flags: tuple[str, ...]) -> str:
+    ckpt = tiny_checkpoint(64, flags=flags)
+    fields = manifest_fields(ckpt, name="tiny", version="test")
+    return render_model_card(fields, ckpt=ckpt, data=DataDescription("demo", "Demo photos."))
+
+
+def test_the_card_says_plainly_when_the_model_raises_no_flags() -> None:
+    card = _card(())
+    assert "## Flags\n\n**Trained without flag labels: this model raises no flags.**" in card
+    assert "no flag head (trained without flag labels)" in card
+    assert "No flag thresholds: the model was trained without flag labels and raises no flags." in card
+    assert "Flags raised at these probabilities" not in card and "Trained flags" not in card
+
+
+def test_the_card_lists_the_trained_flags_and_the_others() -> None:
+    card = _card(("serial_format", "logo_font"))
+    assert (
+        "Trained flags, the tells this model reports: Logo lettering (`logo_font`), "
+        "Serial / date code (`serial_format`)." in card
+    )
+    assert "Not reported, since the training data labelled none of them: Monogram alignment" in card
+    assert "Flags raised at these probabilities: Logo lettering 0.50, Serial / date code 0.50." in card
+    assert "one multi-label head per trained flag (2)" in card
+    assert "raises no flags" not in card
+    every = _card(tuple(reversed(FLAG_NAMES)))
+    assert "Trained flags, the tells this model reports: Logo lettering (`logo_font`), Monogram" in every
+    assert "Not reported" not in every

@@ -10,6 +10,7 @@ from model.decision import classify
 from training.config import CalibrationConfig
 from training.metrics import ece_noise_floor, reliability
 from training.train.calibration import (
+    allowed_errors,
     calibrated_probability,
     counterfeit_threshold,
     fit_calibration,
@@ -17,6 +18,8 @@ from training.train.calibration import (
     fit_temperature,
     flag_thresholds,
     genuine_threshold,
+    labelled_flags,
+    rate_upper_bound,
 )
 
 
@@ -84,15 +87,45 @@ def test_fit_calibration_orders_thresholds_and_the_decision_rules_honour_them() 
     assert 0 < np.mean(verdicts == "inconclusive") < 0.6
 
 
-def test_flag_thresholds_maximise_f1_and_default_without_positives() -> None:
-    probs = np.array([[0.9, 0.2], [0.7, 0.1], [0.4, 0.3], [0.3, 0.2]] + [[0.1, 0.1]] * 3)
-    targets = np.zeros((7, 7))
-    targets[:2, 0] = 1
-    full = np.zeros((7, 7))
-    full[:, :2] = probs
-    out = flag_thresholds(full, targets, np.ones(7))
-    assert 0.4 < out["logo_font"] <= 0.7  # separates the two positives from the rest
-    assert out["monogram_alignment"] == 0.5  # no positives: default
+def test_flag_thresholds_reach_the_precision_and_drop_flags_the_data_cannot_vouch_for() -> None:
+    # logo_font: positives score 0.9, 0.8, 0.6; a negative at 0.7 sits among them
+    logo = [0.9, 0.8, 0.7, 0.6, 0.3, 0.2, 0.1, 0.1]
+    logo_y = [1, 1, 0, 1, 0, 0, 0, 0]
+    probs = np.zeros((8, 7))
+    targets = np.zeros((8, 7))
+    probs[:, 0], targets[:, 0] = logo, logo_y
+    probs[:, 2], targets[:, 2] = np.linspace(0.9, 0.1, 8), [0, 1, 0, 1, 0, 1, 0, 0]  # stitch: never precise
+    kw = {"precision": 0.75, "min_positives": 2}
+    out = flag_thresholds(probs, targets, np.ones(8), trained=("logo_font", "stitch_irregular"), **kw)
+    assert list(out) == ["logo_font"]  # stitch_irregular cannot be raised with 75 % precision: dropped
+    assert 0.3 < out["logo_font"] <= 0.6  # all three positives, one false alarm: precision 3/4
+    assert np.mean(targets[probs[:, 0] >= out["logo_font"], 0]) >= 0.75
+    # a flag not trained, or with too few held-out positives, is never kept
+    assert flag_thresholds(probs, targets, np.ones(8), trained=(), **kw) == {}
+    assert (
+        flag_thresholds(probs, targets, np.ones(8), trained=("logo_font",), precision=0.75, min_positives=4)
+        == {}
+    )
+    assert labelled_flags(targets, np.ones(8)) == ("logo_font", "stitch_irregular")
+    assert labelled_flags(targets, np.zeros(8)) == ()  # unlabelled photos train no flag
+
+
+def test_the_false_accusation_rate_holds_with_the_stated_confidence() -> None:
+    # 0 of 299 is the fewest photos that promise 1 % at 95 % (1 - 0.05 ** (1 / 299) < 0.01)
+    assert rate_upper_bound(0, 299, 0.95) < 0.01 < rate_upper_bound(0, 298, 0.95)
+    assert allowed_errors(1000, 0.01, None) == 10  # on the photos alone
+    k = allowed_errors(1000, 0.01, 0.95)
+    assert 0 < k < 10 and rate_upper_bound(k, 1000, 0.95) <= 0.01 < rate_upper_bound(k + 1, 1000, 0.95)
+    assert allowed_errors(100, 0.01, 0.95) == 0  # too few photos to promise it
+    rng = np.random.default_rng(5)
+    genuine, fakes = rng.beta(2, 6, 1000), rng.beta(6, 2, 1000)
+    both = np.concatenate([genuine, fakes])
+    bounded = counterfeit_threshold(genuine, both, 0.01, 0.95)
+    assert bounded > counterfeit_threshold(genuine, both, 0.01)  # stricter than the point estimate
+    assert np.sum(genuine >= bounded) == k
+    # over fresh draws from the same population the accusation rate stays below 1 % (here: always)
+    rates = [np.mean(rng.beta(2, 6, 5000) >= bounded) for _ in range(20)]
+    assert max(rates) < 0.01
 
 
 def test_ood_reference_flags_far_embeddings_and_keeps_the_quantile() -> None:

@@ -47,7 +47,7 @@ from training.data.synth.specs import (
     plan_items,
 )
 from training.data.synth.tells import TELLS, Tell
-from training.data.synth.writer import IMAGE_DIR, encode_jpeg, generate
+from training.data.synth.writer import CONTACT_SHEET, IMAGE_DIR, encode_jpeg, generate, is_synthetic
 
 __all__ = [
     "ASPECT",
@@ -55,6 +55,7 @@ __all__ = [
     "BACKGROUND_PAINTERS",
     "BRANDS",
     "CATEGORIES",
+    "CONTACT_SHEET",
     "FRAMING",
     "IMAGE_DIR",
     "LAYOUTS",
@@ -72,6 +73,7 @@ __all__ = [
     "contact_sheet",
     "encode_jpeg",
     "generate",
+    "is_synthetic",
     "item_spec",
     "photo_spec",
     "place",

@@ -18,6 +18,14 @@ from training.data.synth.preview import contact_sheet
 from training.data.synth.specs import BRANDS, plan_items
 
 IMAGE_DIR = "images"
+CONTACT_SHEET = "contact_sheet.png"
+"""Written beside every synthetic set's manifest: also what marks a dataset as synthetic."""
+
+
+def is_synthetic(manifest: str | Path) -> bool:
+    """Whether ``manifest`` (a file or folder) is a set this generator wrote."""
+    path = Path(manifest)
+    return ((path if path.is_dir() else path.parent) / CONTACT_SHEET).is_file()
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
@@ -85,7 +93,7 @@ def _check_args(n: int, size: int, workers: int) -> None:
 def _prepare_out(out: Path, overwrite: bool) -> None:
     """Create ``out/images``; refuse a folder with files of its own, or ours without ``overwrite``."""
     if out.exists() and any(out.iterdir()):
-        ours = {IMAGE_DIR, "manifest.csv", "contact_sheet.png"}
+        ours = {IMAGE_DIR, "manifest.csv", CONTACT_SHEET}
         others = sorted(p.name for p in out.iterdir() if p.name not in ours)
         if not overwrite or others:
             why = f"it holds {', '.join(others[:5])}" if others else "use --overwrite to replace it"
@@ -158,5 +166,5 @@ def generate(
     records = _records(out, rows)
     write_manifest(records, out / "manifest.csv")
     if contact_sheet_count > 0:
-        contact_sheet(records[:contact_sheet_count], out / "contact_sheet.png")
+        contact_sheet(records[:contact_sheet_count], out / CONTACT_SHEET)
     return records
