@@ -18,6 +18,7 @@ Pooling (``NetworkSpec.pool``):
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 from collections.abc import Sequence
@@ -53,6 +54,10 @@ class WeightsError(RuntimeError):
     """Pretrained weights that cannot be loaded; the message says what and how to fix it."""
 
 
+OOD_FEATURES = ("imagenet", "finetuned")
+"""What a network's ``embedding`` output is (:attr:`NetworkSpec.ood_features`)."""
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """What builds a network; stored in checkpoints so they rebuild the same shape.
@@ -68,6 +73,12 @@ class NetworkSpec:
         pool_r: Sharpness ``r`` of ``lse`` pooling (large: max; towards 0: mean).
         freeze: Backbone submodules (timm names, e.g. ``conv_stem``, ``blocks.0``) kept as
             pretrained: no gradients, batch-norm statistics fixed.
+        ood_features: What the ``embedding`` output (the out-of-distribution features) is:
+            ``finetuned``, the pooled features of the trained backbone; or ``imagenet``, those of a
+            frozen copy of the pretrained backbone kept beside it. Fine-tuning on one category
+            collapses the directions that tell a foreign photo apart (measured in docs/training.md),
+            so the frozen copy is the default; it costs a second backbone pass at inference (not in
+            training steps). Checkpoints from before 2026-12 are ``finetuned``.
     """
 
     backbone: str = "tf_efficientnet_lite0"
@@ -77,9 +88,14 @@ class NetworkSpec:
     pool: str = "lse"
     pool_r: float = 1.0
     freeze: tuple[str, ...] = ()
+    ood_features: str = "imagenet"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "freeze", tuple(self.freeze))  # lists come back from checkpoints
+        if self.ood_features not in OOD_FEATURES:
+            raise ValueError(
+                f"Unknown ood_features {self.ood_features!r}. Allowed: {', '.join(OOD_FEATURES)}."
+            )
 
 
 def imagenet_weights_path(backbone: str) -> Path:
@@ -224,6 +240,11 @@ class AuthLensNet(nn.Module):
         self.frozen = [self._submodule(name) for name in spec.freeze]
         for module in self.frozen:
             module.requires_grad_(False)
+        # The frozen reference: pretrained weights at the start (the backbone's own copy when it
+        # starts from them), never trained, always in eval mode; checkpoints carry its weights.
+        self.reference: nn.Module | None = None
+        if spec.ood_features == "imagenet":
+            self.reference = copy.deepcopy(self.backbone).requires_grad_(False).eval()
 
     def _submodule(self, name: str) -> nn.Module:
         try:
@@ -239,6 +260,8 @@ class AuthLensNet(nn.Module):
         super().train(mode)
         for module in self.frozen:  # frozen parts keep their batch-norm statistics
             module.eval()
+        if self.reference is not None:
+            self.reference.eval()
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -248,6 +271,8 @@ class AuthLensNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.features(x)  # (B, C, h, w)
         pooled = feats.mean(dim=(2, 3))  # (B, C)
+        if self.reference is not None and not self.training:  # training steps do not use it
+            pooled = self.reference.forward_features(x).mean(dim=(2, 3))
         dropped = self.drop(feats)
         # 1x1 convolutions with the head weights: (B, 1, h, w) and (B, F, h, w)
         cam = F.conv2d(dropped, self.auth_head.weight[:, :, None, None], self.auth_head.bias).squeeze(1)

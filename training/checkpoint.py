@@ -138,8 +138,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     ood = raw.get("ood")
     return Checkpoint(
-        # checkpoints from before pooling was configurable averaged their maps
-        spec=NetworkSpec(**{"pool": "mean", **raw["spec"]}),
+        # checkpoints from before these fields averaged their maps and scored OOD on the trained features
+        spec=NetworkSpec(**{"pool": "mean", "ood_features": "finetuned", **raw["spec"]}),
         state_dict=raw["state_dict"],
         config=raw["config"],
         input=InputSettings(

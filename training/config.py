@@ -84,6 +84,12 @@ class ModelConfig(_Section):
         "makes a fake) or 'mean' (average).",
     )
     pool_r: float = Field(default=1.0, gt=0, le=50, description="Sharpness of 'lse' pooling.")
+    ood_features: Literal["imagenet", "finetuned"] = Field(
+        default="imagenet",
+        description="Out-of-distribution features: a frozen copy of the pretrained backbone (keeps "
+        "telling foreign photos apart after fine-tuning; a second backbone pass at inference) or "
+        "the fine-tuned backbone's.",
+    )
     freeze: list[str] = Field(
         default_factory=list,
         description="Backbone parts kept as pretrained (timm submodule names, e.g. conv_stem, bn1, "

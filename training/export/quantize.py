@@ -159,12 +159,14 @@ class Int8Comparison:
 
 
 def float_node_names(model_path: Path) -> tuple[str, ...]:
-    """Nodes kept in float: the input normalisation and everything after the last feature map.
+    """Nodes kept in float: the input normalisation and everything after the last feature maps.
 
-    Found from the graph's structure, not from exporter-specific node names: the last feature
-    map is the input of the global-average pooling (the ``ReduceMean``/``GlobalAveragePool`` whose
-    output feeds the ``embedding``); every node that consumes it, directly or not, is a head.
-    The input normalisation is every node between ``pixels`` and the first convolution.
+    Found from the graph's structure, not from exporter-specific node names: the heads' feature
+    map is the input of the 1x1 convolution that makes ``cam``; the embedding's is the input of
+    the global-average pooling (``ReduceMean``/``GlobalAveragePool``) that makes ``embedding``
+    (the same map, or a frozen reference backbone's). Every node that consumes either, directly
+    or not, stays float. The input normalisation is every node between ``pixels`` and the first
+    convolution.
 
     Raises:
         QuantizationError: the graph does not have the serving graph's shape.
@@ -180,22 +182,30 @@ def float_node_names(model_path: Path) -> tuple[str, ...]:
             consumers.setdefault(name, []).append(i)
         for name in node.output:
             producer[name] = i
-    # Walk back from the embedding output to the pooling node.
-    current = "embedding"
-    pool: int | None = None
+    pool = _walk_back(nodes, producer, "embedding", ("ReduceMean", "GlobalAveragePool"))
+    head = _walk_back(nodes, producer, "cam", ("Conv",))
+    if pool is None or head is None:
+        raise QuantizationError(
+            f"{model_path}: no pooling before 'embedding' or head convolution before 'cam'."
+        )
+    heads = _downstream(nodes, consumers, nodes[pool].input[0]) | _downstream(
+        nodes, consumers, nodes[head].input[0]
+    )
+    front = _downstream(nodes, consumers, INPUT_NAME, stop_at="Conv")
+    return tuple(nodes[i].name for i in sorted(heads | front))
+
+
+def _walk_back(nodes: list, producer: dict[str, int], output: str, ops: tuple[str, ...]) -> int | None:
+    """Index of the first ``ops`` node met walking back from ``output`` along first inputs."""
+    current = output
     for _ in range(len(nodes)):
         i = producer.get(current)
         if i is None:
-            break
-        if nodes[i].op_type in ("ReduceMean", "GlobalAveragePool"):
-            pool = i
-            break
+            return None
+        if nodes[i].op_type in ops:
+            return i
         current = nodes[i].input[0]
-    if pool is None:
-        raise QuantizationError(f"{model_path}: no pooling node found before the 'embedding' output.")
-    heads = _downstream(nodes, consumers, nodes[pool].input[0])
-    front = _downstream(nodes, consumers, INPUT_NAME, stop_at="Conv")
-    return tuple(nodes[i].name for i in sorted(heads | front))
+    return None
 
 
 def _downstream(nodes: list, consumers: dict[str, list[int]], tensor: str, *, stop_at: str = "") -> set[int]:

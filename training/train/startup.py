@@ -73,6 +73,7 @@ def network_spec(cfg: TrainConfig) -> NetworkSpec:
         pool=cfg.model.pool,
         pool_r=cfg.model.pool_r,
         freeze=tuple(cfg.model.freeze),
+        ood_features=cfg.model.ood_features,
     )
 
 
