@@ -13,14 +13,16 @@ DEMO_DATA   := datasets/demo
 DEMO_BUNDLE := bundles/demo
 DEMO_RUN    := runs/demo
 
-.PHONY: help demo test test-all lint format typecheck bench lock clean-demo
+.PHONY: help demo test test-all lint format typecheck bench fuzz soak browser-deps lock clean-demo
 
 help:
 	@echo "make demo      synthesise data, fine-tune, export and serve on http://$(HOST):$(PORT)/"
-	@echo "make test      run the test suite (slow tests excluded)"
+	@echo "make test      run the test suite (slow tests excluded); installs chromium for the page test"
 	@echo "make test-all  run every test, slow ones included"
 	@echo "make lint      ruff check + format check, mypy on model/ and serving/"
 	@echo "make bench     measure decoding, inference and HTTP throughput on this machine"
+	@echo "make soak      soak (10 min at 80 % of capacity) and overload (2 min at 3x) a local server"
+	@echo "make fuzz      fuzz image decoding with atheris for FUZZ_SECONDS (default 60)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,11 +66,27 @@ demo: $(VENV)/.installed-train
 clean-demo:
 	rm -rf $(DEMO_DATA) $(DEMO_RUN) $(DEMO_BUNDLE)
 
-test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+# The web-page test drives Debian's chromium (tests/serving/test_page.py): installed when missing,
+# as root or through sudo. .ci/run uses this target too.
+BROWSER_PACKAGES := chromium fonts-dejavu-core
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/truetype/dejavu ]; then \
+	  command -v apt-get >/dev/null || { echo "error: install $(BROWSER_PACKAGES) (the page test runs /usr/bin/chromium)" >&2; exit 1; }; \
+	  echo ">> installing Debian's $(BROWSER_PACKAGES) for the web-page test"; \
+	  SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	fi
 
-test-all: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu"
+# Two workers, then the load tests (soak, overload, deadlines) alone, so they measure the server
+# and not the other tests.
+test: $(VENV)/.installed-dev browser-deps
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not gpu and not load"
+	$(BIN)/python -m pytest -m "load and not slow and not gpu"
+
+test-all: $(VENV)/.installed-dev browser-deps
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu and not load"
+	$(BIN)/python -m pytest -m "load and not gpu"
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -81,6 +99,24 @@ format: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/authlens bench
+
+# Coverage-guided fuzzing of model.imaging.decode_image; crashes land in runs/fuzz/decode/.
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS)
+
+# Long soak and overload against a local server on the 224 px random-weight bundle (benchmarks/soak.py);
+# SOAK_BUNDLE=bundles/demo to use another. Writes runs/soak.json; exit 1 on any error or RSS growth >= 10 %.
+SOAK_BUNDLE ?= runs/soak-bundle
+SOAK_S ?= 600
+OVERLOAD_S ?= 120
+soak: $(VENV)/.installed-dev
+	@mkdir -p runs
+	@if [ ! -f $(SOAK_BUNDLE)/bundle.json ]; then \
+	  echo ">> exporting a 224 px random-weight bundle to $(SOAK_BUNDLE)"; \
+	  PYTHONPATH=tests $(BIN)/python -c "from pathlib import Path; from factories import tiny_bundle; tiny_bundle(Path('$(SOAK_BUNDLE)'), image_size=224)"; \
+	fi
+	$(BIN)/python benchmarks/soak.py --bundle $(SOAK_BUNDLE) --soak-s $(SOAK_S) --overload-s $(OVERLOAD_S) --out runs/soak.json
 
 # Re-pin every dependency after changing pyproject.toml (needs the network to PyPI).
 lock: $(BIN)/python

@@ -20,6 +20,12 @@ Loading verifies schema and checksums and refuses any mismatch, naming the file:
   a determined forger, who can recompute it: to pin one exact model, pass ``expected_sha256``.
 * Files in the directory that ``bundle.json`` does not list are never read; they are reported in
   :attr:`Bundle.unlisted_files` (and refused with ``strict=True``).
+* Every listed file is read **once**: its bytes are hashed and those same bytes are what gets used
+  (:attr:`Bundle.blobs` holds the graphs and any other listed file; the OOD statistics are parsed
+  from theirs), so what serves is exactly what the checksums and ``bundle_sha256`` describe even if
+  the directory changes while or after it is read. Only regular files are read (a FIFO or device
+  named like a bundle file is refused, it could block or never end), at most
+  :data:`MAX_BUNDLE_BYTES` in all.
 * Export writes into a temporary sibling directory and renames it into place, and ``bundle.json``
   is written last, so an interrupted export never leaves a directory that verifies.
 """
@@ -27,10 +33,13 @@ Loading verifies schema and checksums and refuses any mismatch, naming the file:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
-from dataclasses import dataclass
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +62,8 @@ INT8_FILE = "model.int8.onnx"
 OOD_FILE = "ood.npz"
 CARD_FILE = "MODEL_CARD.md"
 SUMS_FILE = "SHA256SUMS"
+MAX_BUNDLE_BYTES = 8 * 2**30
+"""Most bytes all of a bundle's listed files may hold together (they are read into memory)."""
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +352,8 @@ class Bundle:
         sha256: SHA-256 of ``bundle.json``'s bytes: the bundle's identity.
         ood_stats: The out-of-distribution reference.
         unlisted_files: Names in the directory that ``bundle.json`` does not list (never read).
+        blobs: The verified bytes of every listed file but the OOD statistics (already parsed),
+            by name: the graphs are loaded from these, never reopened by path.
     """
 
     path: Path
@@ -348,6 +361,7 @@ class Bundle:
     sha256: str
     ood_stats: OODStats
     unlisted_files: tuple[str, ...] = ()
+    blobs: Mapping[str, bytes] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def model_path(self) -> Path:
@@ -360,6 +374,14 @@ class Bundle:
                 raise BundleError(f"{self.path}: this bundle has no INT8 model; export it with --int8.")
             return self.path / self.manifest.int8.file
         return self.path / MODEL_FILE
+
+    def graph_bytes(self, *, int8: bool = False) -> bytes:
+        """The verified bytes of the fp32 graph, or of the INT8 one (raises BundleError without one)."""
+        name = self.onnx_path(int8=int8).name
+        try:
+            return self.blobs[name]
+        except KeyError:
+            raise BundleError(f"{self.path}: {name} was not read with the bundle; load it again.") from None
 
 
 def _is_sha256(digest: object) -> bool:
@@ -396,16 +418,38 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _load_ood(path: Path, method: str, embedding_dim: int) -> OODStats:
+def _load_ood(name: str, data: bytes, method: str, embedding_dim: int) -> OODStats:
     try:
-        stats = load_ood(path, method)
+        stats = load_ood(io.BytesIO(data), method)  # type: ignore[arg-type]  # np.load takes files too
     except OODFileError as exc:
-        raise BundleError(f"{path.name}: {exc}") from None
+        raise BundleError(f"{name}: {exc}") from None
     if stats.dim != embedding_dim:
         raise BundleError(
-            f"{path.name}: {method} statistics of dimension {stats.dim}, embedding_dim {embedding_dim}."
+            f"{name}: {method} statistics of dimension {stats.dim}, embedding_dim {embedding_dim}."
         )
     return stats
+
+
+def _read_regular(path: Path, budget: int) -> bytes:
+    """The bytes of a regular file of at most ``budget`` bytes, read through one descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        if not path.exists():
+            raise BundleError(f"{path}: listed in {MANIFEST_NAME} but missing.") from None
+        raise BundleError(f"{path}: cannot be read ({exc.strerror}); bundle files are plain files.") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise BundleError(f"{path}: not a regular file; bundle files are plain files.")
+        if info.st_size > budget:
+            raise BundleError(
+                f"{path}: {info.st_size} bytes would take the bundle past {MAX_BUNDLE_BYTES} bytes in all."
+            )
+        data = f.read(budget + 1)
+    if len(data) > budget:
+        raise BundleError(f"{path}: grew past {MAX_BUNDLE_BYTES} bytes while it was read.")
+    return data
 
 
 def write_bundle(
@@ -534,7 +578,7 @@ def load_bundle(directory: str | Path, *, strict: bool = False, expected_sha256:
         raise BundleError(
             f"{manifest_path}: not found; a bundle directory holds {MANIFEST_NAME} and the model."
         )
-    raw = manifest_path.read_bytes()
+    raw = _read_regular(manifest_path, 64 * 2**20)
     sha256 = hashlib.sha256(raw).hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256.lower():
         raise BundleError(
@@ -576,13 +620,16 @@ def load_bundle(directory: str | Path, *, strict: bool = False, expected_sha256:
                 f"{manifest_path}: content does not match its content_sha256 (recorded {recorded}, "
                 f"found {actual_content}): the file was edited after export. Re-export the bundle."
             )
+    blobs: dict[str, bytes] = {}
+    budget = MAX_BUNDLE_BYTES
     for name, expected in manifest.files.items():
         file = path / name
-        if not file.is_file():
-            raise BundleError(f"{file}: listed in {MANIFEST_NAME} but missing.")
-        actual = sha256_file(file)
+        data = _read_regular(file, budget)  # read once: these bytes are hashed and then used
+        budget -= len(data)
+        actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise BundleError(f"{file}: checksum mismatch (expected sha256 {expected}, found {actual}).")
+        blobs[name] = data
     sums_path = path / SUMS_FILE
     if sums_path.is_file():
         expected_sums = {MANIFEST_NAME: sha256, **manifest.files}
@@ -607,8 +654,11 @@ def load_bundle(directory: str | Path, *, strict: bool = False, expected_sha256:
             "bundle_unlisted_files",
             extra={"fields": {"path": str(path), "files": list(unlisted), "note": "never read"}},
         )
-    ood = _load_ood(path / manifest.ood.file, manifest.ood.method, manifest.embedding_dim)
-    return Bundle(path=path, manifest=manifest, sha256=sha256, ood_stats=ood, unlisted_files=unlisted)
+    ood_data = blobs.pop(manifest.ood.file)
+    ood = _load_ood(manifest.ood.file, ood_data, manifest.ood.method, manifest.embedding_dim)
+    return Bundle(
+        path=path, manifest=manifest, sha256=sha256, ood_stats=ood, unlisted_files=unlisted, blobs=blobs
+    )
 
 
 def utc_now() -> datetime:

@@ -17,7 +17,7 @@ from fastapi_offline import FastAPIOffline
 import model
 from serving.api.errors import install_error_handlers, not_ready_response
 from serving.api.main import api_router
-from serving.api.middleware import BodyBudget, BodyLimit, PipelineGate, RequestContext
+from serving.api.middleware import AccessGuard, BodyBudget, BodyLimit, PipelineGate, RequestContext
 from serving.api.routes.page import STATIC_DIR
 from serving.batcher import Closed
 from serving.core.config import Settings, get_settings
@@ -48,9 +48,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = ServingState(settings, metrics)
         app.state.serving = state
         await state.start()
+        exporter = None
+        if settings.metrics_port is not None:  # Prometheus on its own port, as model servers do
+            from prometheus_client import start_http_server
+
+            exporter, _ = start_http_server(settings.metrics_port, settings.metrics_host, metrics.registry)
         try:
             yield
         finally:
+            if exporter is not None:
+                exporter.shutdown()
             await state.close()
 
     # /docs with Swagger UI served from this process (fastapi-offline ships it), not a CDN:
@@ -65,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url=DOCS_ASSETS,
         swagger_ui_parameters={"validatorUrl": None},  # the default badge calls validator.swagger.io
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings  # what every dependency reads (serving.api.deps.get_app_settings)
     install_error_handlers(app)
     app.add_exception_handler(NotReady, not_ready_response)
     app.add_exception_handler(Closed, not_ready_response)
@@ -76,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_request_bytes,
         budget=BodyBudget(settings.max_inflight_bytes),
         idle_timeout_s=settings.body_idle_timeout_s,
+        min_rate=settings.body_min_rate_bytes_s,
+        grace_s=settings.body_grace_s,
         retry_after=lambda: _retry_after(app),
         on_refuse=lambda code: metrics.rejected.labels(code).inc(),
     )
@@ -85,8 +94,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         full=lambda: _pipeline_full(app),
         retry_after=lambda: _retry_after(app),
         on_refuse=lambda reason: metrics.rejected.labels(reason).inc(),
+        max_requests=settings.concurrency(),
+        wait_s=settings.admission_wait_s,
     )
-    # CORS outside the body and pipeline gates, so browsers can read their refusals too
+    # keys and admin rules from the headers alone: nothing is read or reserved for a refused client
+    app.add_middleware(AccessGuard, settings=settings)
+    # CORS outside the guard and the gates, so browsers can read their refusals too
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

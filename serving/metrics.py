@@ -1,4 +1,9 @@
-"""Prometheus metrics of one app instance (its own registry, so several apps can coexist in tests)."""
+"""Prometheus metrics of one app instance (its own registry, so several apps can coexist in tests).
+
+Every label value comes from a fixed set, so no client can grow the number of series: routes are
+the app's templates (anything else is ``unmatched``), methods are the standard ones (anything else
+is ``other``), statuses are the server's own, error codes and reasons are constants.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 OOD_WINDOW = 1000  # photos in the rolling out-of-distribution rate
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+PIPELINE_EVENTS = ("deadline", "cancelled", "inference_failed")
+
+
+def method_label(method: str) -> str:
+    """The method as a label: a standard method, or ``other`` for anything a client invents."""
+    return method if method in METHODS else "other"
 
 
 class Metrics:
@@ -71,6 +83,15 @@ class Metrics:
             "authlens_rejected", "Requests refused before work, by reason.", ["reason"], registry=r
         )
         self.reloads = Counter("authlens_reloads", "Bundle reloads by outcome.", ["outcome"], registry=r)
+        self.pipeline = Counter(
+            "authlens_pipeline_images_dropped",
+            "Admitted images not scored: past their deadline, request gone (cancelled), or the model "
+            "failed on them alone (inference_failed).",
+            ["reason"],
+            registry=r,
+        )
+        for event in PIPELINE_EVENTS:
+            self.pipeline.labels(event)
         self.model_info = Gauge(
             "authlens_model_info",
             "The bundle being served (value 1).",
@@ -95,6 +116,11 @@ class Metrics:
         window.append(out_of_distribution)
         self._ood_in_window += out_of_distribution
         self.ood_rate.set(self._ood_in_window / len(window))
+
+    def observe_pipeline_event(self, event: str) -> None:
+        """Count an image the pipeline dropped (``deadline``, ``cancelled``, ``inference_failed``)."""
+        if event in PIPELINE_EVENTS:
+            self.pipeline.labels(event).inc()
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

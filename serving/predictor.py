@@ -24,11 +24,12 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from model.bundle import FLAG_OUTPUTS, Bundle, BundleError, load_bundle
+from model.bundle import Bundle, BundleError, BundleManifest, load_bundle
 from model.decision import judge_image, judge_item, map_box, raised_flags, usability_reasons
 from model.flags import FLAGS
 from model.imaging import (
     CorruptImageError,
+    DecodeBudget,
     DecodedImage,
     Geometry,
     ImageError,
@@ -37,7 +38,7 @@ from model.imaging import (
     sharpness,
 )
 from model.logs import log_event
-from model.session import make_session
+from model.session import session_from_verified
 from serving.schemas import Box, Explanation, FlaggedFeature, ImageResult, ItemResult, ModelRef
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,10 @@ class RawOutput:
     ood_score: float
 
 
+class InferenceError(RuntimeError):
+    """The graph answered with outputs that do not fit the bundle (wrong rows or shapes)."""
+
+
 @dataclass(frozen=True)
 class ItemOutcome:
     """An item's per-image and combined results."""
@@ -108,32 +113,33 @@ class Predictor:
         threads: ONNX Runtime intra-op threads (0 = one per core).
         int8: Use the bundle's INT8 model.
         max_pixels: Largest photo accepted (pixels, from the header).
+        budget: Decoding reserves its memory here first (:class:`model.imaging.DecodeBudget`).
     """
 
-    def __init__(self, bundle: Bundle, *, threads: int = 0, int8: bool = False, max_pixels: int) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        threads: int = 0,
+        int8: bool = False,
+        max_pixels: int,
+        budget: DecodeBudget | None = None,
+    ) -> None:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.int8 = int8
+        self.budget = budget  # serving: the process-wide decode budget; offline tools: none
         self.max_pixels = max_pixels
-        self.session = make_session(bundle.onnx_path(int8=int8), threads)
+        graph = bundle.onnx_path(int8=int8).name
+        # the bytes that were hashed are the bytes that run: never reopened by path
+        self.session = session_from_verified(
+            bundle.graph_bytes(int8=int8), bundle.blobs, threads, what=f"{bundle.path / graph}"
+        )
         spec = self.manifest.input
         self.input_size = (spec.height, spec.width)
-        got = [o.name for o in self.session.get_outputs()]
-        if (
-            tuple(got) != tuple(self.manifest.outputs)
-            or self.session.get_inputs()[0].name != self.manifest.input_name
-        ):
-            raise BundleError(
-                f"{bundle.path}: the ONNX graph has outputs {got}, expected {list(self.manifest.outputs)}."
-            )
+        self.output_shapes = expected_shapes(self.manifest)
+        check_graph_io(self.session, self.manifest, f"{bundle.path / graph}")
         self.output_names = list(self.manifest.outputs)  # outputs are taken by name
-        for o in self.session.get_outputs():
-            width = o.shape[1] if o.name in FLAG_OUTPUTS and len(o.shape) > 1 else None
-            if isinstance(width, int) and width != len(self.manifest.flags):
-                raise BundleError(
-                    f"{bundle.path}: the ONNX graph's {o.name} has {width} flags, "
-                    f"bundle.json lists {len(self.manifest.flags)}."
-                )
         self.model_ref = ModelRef(
             name=self.manifest.name, version=self.manifest.version, bundle_sha256=bundle.sha256
         )
@@ -148,9 +154,39 @@ class Predictor:
             raise BundleError(f"{bundle.path}: ONNX Runtime cannot load the model ({exc}).") from None
 
     def warmup(self) -> float:
-        """Run one zero batch (first runs allocate); returns its milliseconds."""
+        """Judge a generated photo end to end, as a request would be (first runs also allocate).
+
+        The photo is decoded and resized by :meth:`prepare`, run in a batch of two and alone, and
+        judged by :meth:`outcome`: outputs of the wrong shape or dtype, values that are not
+        probabilities, or a row that depends on its batch refuse the model here instead of
+        failing every request after it was swapped in.
+
+        Returns:
+            Milliseconds taken.
+
+        Raises:
+            BundleError: the model cannot serve (the message says what failed).
+        """
         t = time.perf_counter()
-        self.infer(np.zeros((1, *self.input_size, 3), dtype=np.uint8))
+        prepared = self.prepare(warmup_photo(self.input_size))
+        pair = np.stack([prepared.pixels, prepared.pixels[::-1]])  # (2, H, W, 3): a batch of two
+        try:
+            raws = self.infer(pair)
+            alone = self.infer(pair[:1])
+        except InferenceError as exc:
+            raise BundleError(f"{self.bundle.path}: the warm-up batch failed: {exc}") from None
+        for raw in (*raws, *alone):
+            if not (0.0 <= raw.p_genuine <= 1.0) or not np.isfinite(raw.ood_score):
+                raise BundleError(
+                    f"{self.bundle.path}: the warm-up batch gave p_genuine {raw.p_genuine} and OOD score "
+                    f"{raw.ood_score}; expected a probability and a finite score."
+                )
+        if abs(raws[0].p_genuine - alone[0].p_genuine) > 1e-4:
+            raise BundleError(
+                f"{self.bundle.path}: a photo scored {raws[0].p_genuine:.6f} in a batch of two and "
+                f"{alone[0].p_genuine:.6f} alone; outputs must not depend on the batch."
+            )
+        self.outcome([prepared], alone, ["warm-up"])  # verdict, flags and boxes, as for a request
         ms = (time.perf_counter() - t) * 1000
         log_event(log, "model_warm", bundle_sha256=self.bundle.sha256, warmup_ms=round(ms, 1))
         return ms
@@ -165,7 +201,9 @@ class Predictor:
         digest = hashlib.sha256(data).hexdigest()
         spec = self.manifest.input
         try:
-            decoded = decode_image(data, max_pixels=self.max_pixels, draft_size=spec.draft_size)
+            decoded = decode_image(
+                data, max_pixels=self.max_pixels, draft_size=spec.draft_size, budget=self.budget
+            )
             pixels, geometry = resize_for_model(decoded, self.input_size, policy=spec.resize)
             preview = _preview(decoded) if explain else None
         except ImageError:
@@ -196,8 +234,14 @@ class Predictor:
         """
         feed = {self.manifest.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)}
         out = dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
+        batch = pixels.shape[0]
+        for name, value in out.items():
+            want = (batch, *self.output_shapes[name])
+            if value.shape != want or value.dtype != np.float32:
+                raise InferenceError(
+                    f"output {name} is {value.dtype}{list(value.shape)}, bundle.json implies float32{list(want)}."
+                )
         p_genuine, cam, embedding = out["p_genuine"], out["cam"], out["embedding"]
-        batch = len(p_genuine)
         flag_probs = out.get("flag_probs", np.zeros((batch, 0), dtype=np.float32))  # (B, F)
         flag_maps = out.get("flag_maps", np.zeros((batch, 0, *cam.shape[1:]), dtype=np.float32))
         ood = self.bundle.ood_stats.score(embedding)  # (B,)
@@ -321,6 +365,70 @@ class Predictor:
             width=w,
             height=h,
         )
+
+
+def expected_shapes(manifest: BundleManifest) -> dict[str, tuple[int, ...]]:
+    """Each graph output's shape after the batch axis, as ``bundle.json`` implies it."""
+    n_flags, (h, w) = len(manifest.flags), manifest.map_size
+    every = {
+        "p_genuine": (),
+        "flag_probs": (n_flags,),
+        "cam": (h, w),
+        "flag_maps": (n_flags, h, w),
+        "embedding": (manifest.embedding_dim,),
+    }
+    return {name: every[name] for name in manifest.outputs}
+
+
+def check_graph_io(session: ort.InferenceSession, manifest: BundleManifest, where: str) -> None:
+    """Compare the graph's input and outputs (names, dtypes, shapes) with ``bundle.json``.
+
+    The batch axis must be dynamic (the micro-batcher sends several photos per call); any other
+    axis the graph fixes must equal what the bundle declares. Symbolic axes are checked by the
+    warm-up run, which compares the actual output shapes.
+
+    Raises:
+        BundleError: naming each mismatch.
+    """
+    problems: list[str] = []
+
+    def dims(name: str, kind: str, dtype: str, shape: Sequence[object], want: tuple[int, ...]) -> None:
+        if kind != dtype:
+            problems.append(f"{name} is {kind}, expected {dtype}")
+        if len(shape) != len(want) + 1:
+            problems.append(f"{name} has shape {list(shape)}, expected [batch, {', '.join(map(str, want))}]")
+            return
+        if isinstance(shape[0], int):
+            problems.append(f"{name} has a fixed batch axis ({shape[0]}); it must be dynamic")
+        for axis, (got, expected) in enumerate(zip(shape[1:], want, strict=True), 1):
+            if isinstance(got, int) and got != expected:
+                problems.append(f"{name} axis {axis} is {got}, bundle.json implies {expected}")
+
+    inputs = session.get_inputs()
+    spec = manifest.input
+    if [i.name for i in inputs] != [manifest.input_name]:
+        problems.append(f"inputs {[i.name for i in inputs]}, expected [{manifest.input_name!r}]")
+    else:
+        dims(inputs[0].name, inputs[0].type, "tensor(uint8)", inputs[0].shape, (spec.height, spec.width, 3))
+    outputs = session.get_outputs()
+    if tuple(o.name for o in outputs) != tuple(manifest.outputs):
+        problems.append(f"outputs {[o.name for o in outputs]}, expected {list(manifest.outputs)}")
+    else:
+        shapes = expected_shapes(manifest)
+        for o in outputs:
+            dims(o.name, o.type, "tensor(float)", o.shape, shapes[o.name])
+    if problems:
+        raise BundleError(f"{where}: the graph does not match bundle.json: {'; '.join(problems)}.")
+
+
+def warmup_photo(input_size: tuple[int, int]) -> bytes:
+    """A textured JPEG of the model input's size, for the warm-up run."""
+    h, w = (max(side, 16) for side in input_size)
+    y, x = np.mgrid[0:h, 0:w]
+    pixels = np.stack([x * 255 // w, y * 255 // h, (x * y) % 256], axis=-1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
 
 
 def _usability(image: ImageResult) -> tuple[str, ...]:

@@ -97,7 +97,8 @@ class Receipt(_Public):
     """Evidence receipt: an Ed25519 signature over the RFC 8785 canonical JSON of ``payload``."""
 
     payload: dict[str, Any] = Field(
-        description="What is attested: receipt version, issue time, request id, model, input SHA-256s, verdict, scores, reasons, flags."
+        description="What is attested: receipt version, server-made receipt_id and request_id, issue time, "
+        "the client's item_id and image ids (batch calls), model, input SHA-256s, verdict, scores, reasons, flags."
     )
     algorithm: Literal["Ed25519"] = Field(default="Ed25519", description="Signature algorithm.")
     key_id: str = Field(description="First 16 hex characters of the SHA-256 of the raw public key.")
@@ -135,7 +136,11 @@ class ScoreResponse(_Public):
     """Answer of ``POST /v1/score``."""
 
     request_id: str = Field(
-        description="Id of this request (also the X-Request-ID header); quote it in reports."
+        description="The server's id of this request (also the X-Request-ID header, and in the receipt); quote it in reports."
+    )
+    client_request_id: str | None = Field(
+        default=None,
+        description="The X-Request-ID the client sent (<= 64 of A-Z a-z 0-9 . _ : -), recorded beside the server's; never signed.",
     )
     model: ModelRef = Field(description="The model that answered.")
     item: ItemResult = Field(description="The item verdict, all usable photos combined.")
@@ -200,7 +205,11 @@ class BatchItemResult(_Public):
 class BatchResponse(_Public):
     """Answer of ``POST /v1/score/batch``."""
 
-    request_id: str = Field(description="Id of this request (also the X-Request-ID header).")
+    request_id: str = Field(description="The server's id of this request (also the X-Request-ID header).")
+    client_request_id: str | None = Field(
+        default=None,
+        description="The X-Request-ID the client sent, recorded beside the server's; never signed.",
+    )
     model: ModelRef = Field(description="The model that answered.")
     results: list[BatchImageResult] = Field(description="One entry per image, in request order.")
     items: list[BatchItemResult] = Field(description="One entry per item (shared item_id, or a lone image).")

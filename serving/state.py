@@ -3,22 +3,28 @@
 A reload builds a new slot beside the old one (verify, open the session, warm it), swaps the
 reference in one assignment, then retires the old slot once the requests that started on it
 have finished. Every request uses exactly one slot from start to end, so none fails mid-swap.
+
+Loading and warming run on a daemon thread under ``reload_timeout_s``: a bundle that hangs
+(a graph whose warm-up never ends, a file system that stops answering) is refused when the
+deadline passes, the lock is released and the old model keeps serving; the abandoned thread
+cannot keep the process alive. Shutdown drains the batcher for at most ``shutdown_grace_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from model.bundle import BundleError
-from model.imaging import ImageError
+from model.imaging import ImageError, configure_decode_budget
 from model.logs import log_event
-from serving.batcher import Admission, MicroBatcher
+from serving.batcher import Admission, DeadlineExceeded, InferenceFailed, MicroBatcher
 from serving.core.config import Settings
 from serving.metrics import Metrics
 from serving.predictor import Predictor, PreparedImage, RawOutput
@@ -59,10 +65,54 @@ class ModelSlot:
             if self.active == 0:
                 self._idle.set()
 
-    async def retire(self) -> None:
-        """Wait for the requests on this slot, then finish its queue and stop its thread."""
-        await self._idle.wait()
-        await self.batcher.close()
+    async def retire(self, timeout: float | None = None) -> bool:
+        """Wait for the requests on this slot, then finish its queue and stop its thread.
+
+        Args:
+            timeout: Longest wait in all; then waiting images fail and the slot is dropped.
+
+        Returns:
+            Whether everything finished in time.
+        """
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            await self.batcher.close(0)
+            return False
+        return await self.batcher.close(None if end is None else max(0.0, end - loop.time()))
+
+
+def run_in_daemon_thread(fn: Callable[[], Predictor], name: str) -> asyncio.Future[Predictor]:
+    """Run ``fn`` on a new daemon thread; its result or exception completes the returned future.
+
+    A result that arrives after the future was given up on (a deadline) is dropped with its
+    session. A daemon thread is not joined at exit, so a call that never returns cannot hold up
+    the process.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Predictor] = loop.create_future()
+
+    def deliver(result: Predictor | None, exc: BaseException | None) -> None:
+        if future.done():
+            log_event(log, "late_load_discarded", logging.WARNING, thread=name)
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the waiter
+            loop.call_soon_threadsafe(deliver, None, exc)
+        else:
+            loop.call_soon_threadsafe(deliver, result, None)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future
 
 
 @dataclass
@@ -85,6 +135,10 @@ class ServingState:
         decode_workers, self.ort_threads = settings.threads()
         self.decode_pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
         self.admission = Admission(settings.queue_size)
+        # decoded bytes in flight, process-wide: reserved from each header before any pixel exists
+        self.decode_budget = configure_decode_budget(
+            settings.decode_budget_bytes, max_wait_s=settings.decode_wait_s
+        )
         self.signer = ReceiptSigner.from_settings(settings.receipt_key_file)
         self.slot: ModelSlot | None = None
         self.stopping = False
@@ -92,7 +146,8 @@ class ServingState:
         self.loaded_at = 0.0
         self.decoding = 0  # images in the decode pool: the batcher waits for company only then
         self._reload_lock = asyncio.Lock()
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[bool]] = set()
+        self.abandoned_loads = 0  # loads given up at their deadline whose thread may still run
 
     # lifecycle --------------------------------------------------------------------------
     async def _build_slot(self) -> ModelSlot:
@@ -100,23 +155,40 @@ class ServingState:
 
         def build() -> Predictor:
             predictor = Predictor.load(
-                s.bundle, threads=self.ort_threads, int8=s.int8, max_pixels=s.max_pixels
+                s.bundle,
+                threads=self.ort_threads,
+                int8=s.int8,
+                max_pixels=s.max_pixels,
+                budget=self.decode_budget,
             )
             try:
                 predictor.warmup()
-            except Exception as exc:  # e.g. bundle.json's input size disagrees with the graph
+            except BundleError:
+                raise
+            except Exception as exc:  # an ONNX Runtime error, an image error on the warm-up photo ...
                 raise BundleError(
                     f"{s.bundle}: the model failed its warm-up run ({type(exc).__name__}: {exc})."
                 ) from None
             return predictor
 
-        predictor = await asyncio.get_running_loop().run_in_executor(None, build)
+        loading = run_in_daemon_thread(build, "bundle-load")
+        try:
+            predictor = await asyncio.wait_for(asyncio.shield(loading), s.reload_timeout_s)
+        except TimeoutError:
+            self.abandoned_loads += 1
+            log_event(log, "load_abandoned", logging.ERROR, bundle=str(s.bundle), seconds=s.reload_timeout_s)
+            raise BundleError(
+                f"{s.bundle}: loading and warming the model did not finish within {s.reload_timeout_s:g} s "
+                "(reload_timeout_s); it was abandoned."
+            ) from None
         batcher = MicroBatcher(
             predictor.infer,
             max_batch=s.batch_max_size,
             max_wait_s=s.batch_max_wait_ms / 1000,
             observer=self.metrics.observe_batch,
             pending=lambda: self.decoding,
+            stall_s=s.batcher_stall_s,
+            on_event=self.metrics.observe_pipeline_event,
         )
         batcher.start()
         return ModelSlot(predictor, batcher)
@@ -163,18 +235,35 @@ class ServingState:
             return prev, new.predictor.bundle.sha256
 
     async def close(self) -> None:
-        """Stop taking work, finish what was admitted, release threads."""
+        """Stop taking work, finish what was admitted within ``shutdown_grace_s``, release threads."""
         self.stopping = True
         self.metrics.ready.set(0)
+        grace = self.settings.shutdown_grace_s
+        drained = True
         if self.slot is not None:
-            await self.slot.retire()
-        if self._retiring:
-            await asyncio.gather(*self._retiring)
-        self.decode_pool.shutdown(wait=True)
+            drained = await self.slot.retire(grace)
+        if self._retiring and drained:  # old slots of reloads still finishing their requests
+            try:
+                drained = all(await asyncio.wait_for(asyncio.gather(*self._retiring), grace))
+            except TimeoutError:
+                drained = False
+        if not drained:
+            log_event(log, "drain_incomplete", logging.WARNING, grace_s=grace)
+        self.decode_pool.shutdown(wait=drained, cancel_futures=not drained)
 
     @property
     def ready(self) -> bool:
         return self.slot is not None and not self.stopping
+
+    def health(self) -> str | None:
+        """Why the server cannot serve now (``None`` when it can): not loaded, stopping, or the
+        batcher stuck in a model call or stopped."""
+        if self.slot is None:
+            return "not_loaded"
+        if self.stopping:
+            return "stopping"
+        problem = self.slot.batcher.health()
+        return f"batcher_{problem}" if problem else None
 
     def current(self) -> ModelSlot:
         """The slot new requests should use (raises NotReady)."""
@@ -184,11 +273,27 @@ class ServingState:
 
     # the pipeline -----------------------------------------------------------------------
     async def score(
-        self, slot: ModelSlot, files: Sequence[tuple[str | None, bytes | ImageError]], *, explain: bool
+        self,
+        slot: ModelSlot,
+        files: Sequence[tuple[str | None, bytes | ImageError]],
+        *,
+        explain: bool,
+        deadline: float | None = None,
     ) -> list[Scored]:
         """Decode (thread pool) and score (micro-batcher) photos; image errors are per photo.
 
-        The caller holds ``slot.use()`` and has admitted ``len(files)`` images.
+        The caller holds ``slot.use()`` and has admitted ``len(files)`` images. Cancelling the
+        call (the client went away) cancels every photo: those not yet decoded are never
+        decoded, those queued for the model are skipped.
+
+        Args:
+            slot: The model slot the request holds.
+            files: ``(name, bytes or the error already found)`` per photo.
+            explain: Prepare overlays.
+            deadline: ``loop.time()`` by which every photo must be scored.
+
+        Raises:
+            DeadlineExceeded: the deadline passed (nothing more is computed for the request).
         """
         loop = asyncio.get_running_loop()
         predictor = slot.predictor
@@ -209,11 +314,25 @@ class ServingState:
                 self.decoding -= 1
             t_decoded = time.perf_counter()
             self.metrics.decode.observe(t_decoded - t)
-            raw = await slot.batcher.submit(prepared.pixels)
+            try:
+                raw = await slot.batcher.submit(prepared.pixels, deadline=deadline)
+            except InferenceFailed as exc:
+                self.metrics.image_errors.labels(exc.code).inc()
+                return Scored(name, error=exc)
             self.metrics.observe_image(raw.ood_score > predictor.manifest.ood.threshold)
             return Scored(name, prepared=prepared, raw=raw, decoded_after=t_decoded - t0)
 
-        return list(await asyncio.gather(*(one(name, data) for name, data in files)))
+        tasks = [asyncio.ensure_future(one(name, data)) for name, data in files]
+        try:
+            async with asyncio.timeout_at(deadline):
+                return list(await asyncio.gather(*tasks))
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "The request was not scored within request_timeout_s; nothing more is computed for it."
+            ) from None
+        finally:
+            for task in tasks:  # cancelled or failed: stop the rest (queued decodes never start)
+                task.cancel()
 
 
 def _prepare(predictor: Predictor, data: bytes, explain: bool) -> PreparedImage:

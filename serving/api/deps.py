@@ -1,4 +1,8 @@
-"""Dependencies as ``Annotated`` aliases: settings, server state, API and admin keys."""
+"""Dependencies as ``Annotated`` aliases: settings, server state, API and admin keys.
+
+:class:`serving.api.middleware.AccessGuard` makes the same decisions before a body is read;
+these keep them in the OpenAPI schema (security schemes) and hold for any route however mounted.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,21 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.api.errors import APIError
-from serving.core.config import Settings, get_settings
+from serving.core.config import Settings
 from serving.state import ServingState
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was created with (``create_app`` puts them on ``app.state``).
+
+    Read from the app rather than through a dependency override: FastAPI re-analyses an
+    overridden dependency's signature on every request, which cost about 2 ms of event-loop
+    time per scoring request.
+    """
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 _key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="API key (or use Authorization: Bearer)."
@@ -61,14 +76,30 @@ def require_api_key(
         )
 
 
+def require_metrics_key(
+    settings: SettingsDep,
+    header: Annotated[str | None, Security(_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> None:
+    """``/metrics`` takes an API key or the admin key when keys are configured."""
+    if not settings.auth_enabled:
+        return
+    key = _presented(header, bearer)
+    hashes = [*settings.api_key_hashes, *([settings.admin_key_hash] if settings.admin_key_hash else [])]
+    if key is None or not key_matches(key, hashes):
+        raise APIError(
+            401, "unauthorized", "A valid key is required for /metrics.", {"WWW-Authenticate": "Bearer"}
+        )
+
+
 def require_admin_key(
     settings: SettingsDep,
     header: Annotated[str | None, Security(_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> None:
-    """Admin routes need the admin key; with no keys at all (loopback dev mode) they are open."""
+    """Admin routes need the admin key; without one they are open only on a keyless loopback server."""
     if settings.admin_key_hash is None:
-        if settings.auth_enabled:
+        if not settings.admin_open:
             raise APIError(
                 403, "admin_disabled", "No admin key is configured (admin_key_hash); admin routes are off."
             )
@@ -80,3 +111,4 @@ def require_admin_key(
 
 ApiKey = Depends(require_api_key)
 AdminKey = Depends(require_admin_key)
+MetricsKey = Depends(require_metrics_key)

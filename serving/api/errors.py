@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,21 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer; its work was cancelled."""
+
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged and counted, never seen by anyone
+
+
 def request_id_of(request: Request) -> str | None:
+    """The server's id of the request."""
     return request.scope.get("state", {}).get("request_id")
+
+
+def client_request_id_of(request: Request) -> str | None:
+    """The client's own ``X-Request-ID``, when it sent a sane one."""
+    return request.scope.get("state", {}).get("client_request_id")
 
 
 def error_response(
@@ -87,6 +101,11 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()[:5]
         )
         return error_response(request, 422, "invalid_request", f"Invalid request: {problems}.")
+
+    @app.exception_handler(ClientGone)
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(request, CLIENT_CLOSED, "client_disconnected", "The client went away.")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

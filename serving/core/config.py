@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model.imaging import DEFAULT_MAX_PIXELS
+from model.imaging import DEFAULT_DECODE_BUDGET_BYTES, DEFAULT_DECODE_WAIT_S, DEFAULT_MAX_PIXELS
 
 MAX_PHOTOS_PER_ITEM = 8
 MAX_PIXELS_CEILING = 100_000_000
@@ -85,11 +85,64 @@ class Settings(BaseSettings):
         le=3600,
         description="A client that sends no part of its request body for this long gets 408.",
     )
+    body_min_rate_bytes_s: float = Field(
+        default=32 * 1024,
+        ge=1,
+        le=2**30,
+        description=(
+            "Slowest accepted upload: a body must have arrived at this rate (after body_grace_s), "
+            "so its total deadline is body_grace_s + size / rate; a slower client gets 408."
+        ),
+    )
+    body_grace_s: float = Field(
+        default=10.0, gt=0, le=3600, description="Time any body has before body_min_rate_bytes_s applies."
+    )
+    request_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Deadline of an admitted request's photos (decoding and the model queue); 503 after it.",
+    )
+    reload_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="Deadline for loading and warming a bundle (start and reload).",
+    )
+    batcher_stall_s: float = Field(
+        default=30.0, gt=0, le=3600, description="A model call running longer than this fails /readyz."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Also serve /metrics without a key on this port, bound to metrics_host.",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address of the metrics port.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host header names admin routes accept (DNS rebinding); default: the loopback names when "
+            "listening on loopback, any name otherwise (the admin key is then required)."
+        ),
+    )
     max_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS,
         ge=1,
         le=MAX_PIXELS_CEILING,
         description="Largest photo in pixels, read from the header before decoding.",
+    )
+    decode_budget_bytes: int = Field(
+        default=DEFAULT_DECODE_BUDGET_BYTES,
+        ge=2**20,
+        le=64 * 2**30,
+        description=(
+            "Bytes of decoding (pixels and decoder buffers, known from each header before decoding) "
+            "all requests may hold at once; a photo waits decode_wait_s for room, then gets 429."
+        ),
+    )
+    decode_wait_s: float = Field(
+        default=DEFAULT_DECODE_WAIT_S, ge=0, le=600, description="Longest wait for room in the decode budget."
     )
     max_batch_images: int = Field(default=64, ge=1, le=256, description="Images per /v1/score/batch call.")
     batch_max_size: int = Field(default=16, ge=1, le=256, description="Images per ONNX Runtime call.")
@@ -101,6 +154,22 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description="Images admitted (decoding or waiting for the model) before new requests get 429.",
+    )
+    max_concurrent_requests: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description=(
+            "Scoring requests the server works on at once (reading bodies, decoding, waiting for the "
+            "model); the next one gets 429 before its body is read, which bounds the latency of the "
+            "requests it accepts under overload. 0 = 4 per CPU core."
+        ),
+    )
+    admission_wait_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long a scoring request may wait at the door for room before it gets 429.",
     )
     decode_workers: int = Field(default=0, ge=0, le=64, description="Decoding threads; 0 = one per CPU core.")
     ort_threads: int = Field(
@@ -172,6 +241,16 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         """Whether API keys are required."""
         return bool(self.api_key_hashes)
+
+    @property
+    def admin_open(self) -> bool:
+        """Whether admin routes answer without a key: only with no key at all, on loopback
+        (``allow_insecure`` never opens them beyond it)."""
+        return self.admin_key_hash is None and not self.auth_enabled and is_loopback(self.host)
+
+    def concurrency(self) -> int:
+        """``max_concurrent_requests`` with 0 resolved to 4 per CPU core."""
+        return self.max_concurrent_requests or 4 * (os.cpu_count() or 1)
 
     def threads(self) -> tuple[int, int]:
         """``(decode_workers, ort_threads)`` with 0 resolved to the CPU count."""

@@ -277,6 +277,13 @@ def _body_cases() -> list[HttpCase]:
     ]  # fmt: skip
 
 
+def _big_in_batch(a: Answer) -> None:
+    results = {r["id"]: r for r in json.loads(a.body)["results"]}
+    assert results["ok.jpg"]["status"] == "ok" and results["big.jpg"]["error"]["code"] == "file_too_large", (
+        results
+    )
+
+
 def _multipart_cases() -> list[HttpCase]:
     def send(
         route: str, body: bytes | Callable[[Target], bytes], ctype: str = MULTIPART
@@ -311,6 +318,10 @@ def _multipart_cases() -> list[HttpCase]:
         HttpCase("file-over-limit", "multipart", "one file part past max_file_bytes",
                  send("/v1/score", lambda t: multipart([("files", "big.jpg", b"\xff\xd8" + b"\0" * (t.max_file_bytes + 10))])),
                  (413,), "file_too_large"),
+        HttpCase("batch-file-over-limit", "multipart", "a batch with one file past max_file_bytes (its own error)",
+                 send("/v1/score/batch", lambda t: multipart([("files", "ok.jpg", jpg),
+                                                              ("files", "big.jpg", b"\xff\xd8" + b"\0" * (t.max_file_bytes + 10))])),
+                 (200,), None, check=_big_in_batch),
         HttpCase("nine-files", "multipart", "9 photos for one item",
                  send("/v1/score", multipart([("files", f"{i}.jpg", jpg) for i in range(9)])), (422,), "too_many_files"),
         HttpCase("empty-file", "multipart", "a zero-byte photo",

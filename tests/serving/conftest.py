@@ -9,6 +9,14 @@ import pytest
 from serverutil import ADMIN_KEY, API_KEY, Server, copy_bundle, sha, start_server, stop_server
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "load: measures the server under load or against the clock (soak, overload, deadlines); "
+        "`make test` runs these alone, after the parallel run",
+    )
+
+
 @pytest.fixture(scope="module")
 def server(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server per test module, on its own copy of the tiny bundle, with API and admin keys."""

@@ -148,7 +148,7 @@ def test_heic_photo_is_scored(server: Server) -> None:
 @pytest.mark.parametrize(
     ("files", "status", "code"),
     [
-        ([], 422, "invalid_request"),
+        ([], 415, "unsupported_media_type"),
         ([("files", ("e.jpg", b""))], 422, "empty_file"),
         ([("files", ("b.png", _bomb_png()))], 422, "image_too_large"),
         ([("files", ("t.jpg", jpeg_bytes(64, 64)[:300]))], 422, "corrupt_image"),

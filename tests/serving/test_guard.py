@@ -34,7 +34,8 @@ def test_serving_a_request_and_a_reload_leave_torch_out(tiny_bundle_dir) -> None
         "with TestClient(app) as c:\n"
         "    r = c.post('/v1/score', files=[('files', ('a.jpg', buf.getvalue(), 'image/jpeg'))])\n"
         "    assert r.status_code == 200, r.text\n"
-        "    assert c.post('/v1/admin/reload').status_code == 200\n"
+        "    admin = {'Host': '127.0.0.1', 'Content-Type': 'application/json'}  # a same-host admin call\n"
+        "    assert c.post('/v1/admin/reload', headers=admin).status_code == 200\n"
         "    assert c.post('/v1/score?explain=true', files=[('files', ('a.jpg', buf.getvalue()))]).status_code == 200\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )

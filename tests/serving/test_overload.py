@@ -29,7 +29,7 @@ def _png(width: int, height: int, seed: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def small_server(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """No keys (loopback), a queue of only 4 images, batches of 2."""
+    """No keys (loopback), a queue of only 4 images, batches of 2, no wait at the door."""
     tmp = tmp_path_factory.mktemp("overload")
     s = start_server(
         copy_bundle(tiny_bundle_dir, tmp / "bundle"),
@@ -39,6 +39,7 @@ def small_server(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory
             "AUTHLENS_MAX_BATCH_IMAGES": "4",
             "AUTHLENS_BATCH_MAX_SIZE": "2",
             "AUTHLENS_DECODE_WORKERS": "1",
+            "AUTHLENS_ADMISSION_WAIT_S": "0",  # refuse at once: what these tests look at
         },
     )
     yield s

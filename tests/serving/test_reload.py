@@ -126,8 +126,8 @@ def _replace_contents(directory: Path, source: Path) -> None:
 
 
 def test_reload_refuses_a_bundle_whose_graph_fails_warmup(reload_server: Server, tmp_path: Path) -> None:
-    """bundle.json verifies but declares another input size than its graph's: ORT fails the warm-up.
-    That used to escape as a 500; it is a bundle that must not serve (422, old model stays)."""
+    """bundle.json verifies but declares another input size than its graph's: the graph's input
+    shape is compared with bundle.json before any warm-up (this used to escape as a 500)."""
     s = reload_server
     serving_sha = s.client().get("/readyz").json()["bundle_sha256"]
     pristine = copy_bundle(s.bundle, tmp_path / "pristine")
@@ -139,7 +139,9 @@ def test_reload_refuses_a_bundle_whose_graph_fails_warmup(reload_server: Server,
         with s.client() as c:
             r = c.post("/v1/admin/reload", headers={"X-API-Key": ADMIN_KEY})
             assert r.status_code == 422, r.text
-            assert r.json()["error"]["code"] == "bundle_invalid" and "warm-up" in r.json()["error"]["message"]
+            error = r.json()["error"]
+            assert error["code"] == "bundle_invalid" and "does not match bundle.json" in error["message"]
+            assert f"axis 1 is {size - 32}, bundle.json implies {size}" in error["message"]
             assert c.get("/readyz").json()["bundle_sha256"] == serving_sha
             photo = [("files", ("p.jpg", jpeg_bytes(200, 150)))]
             assert c.post("/v1/score", files=photo).json()["model"]["bundle_sha256"] == serving_sha

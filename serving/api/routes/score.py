@@ -1,22 +1,38 @@
-"""``POST /v1/score`` (one item, 1 to 8 photos) and ``POST /v1/score/batch`` (crawlers, up to 64)."""
+"""``POST /v1/score`` (one item, 1 to 8 photos) and ``POST /v1/score/batch`` (crawlers, up to 64).
+
+Both routes read their bodies themselves, after the key check, within limits: multipart through
+:func:`serving.api.forms.read_form` (files, fields, part and header sizes), JSON batches through
+:func:`serving.ijson.read_batch_images` (strict I-JSON, stops at the first entry beyond the
+limit). Once admitted, a request's photos share a deadline (``request_timeout_s``, then 503
+``deadline_exceeded``), and a client that disconnects cancels its photos: those not decoded yet
+never are, those queued for the model are skipped, and its admission slots are freed at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import time
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from model.imaging import ImageError
+from model.imaging import DecodeBusyError, ImageError
 from serving.api.deps import ApiKey, StateDep
-from serving.api.errors import APIError, request_id_of
-from serving.batcher import Overloaded
+from serving.api.errors import APIError, ClientGone, client_request_id_of, request_id_of
+from serving.api.forms import FormLimits, read_form
+from serving.batcher import DeadlineExceeded, Overloaded
 from serving.core.config import MAX_PHOTOS_PER_ITEM
+from serving.ijson import IJSONError, TooManyEntries, read_batch_images
 from serving.schemas import (
+    BatchImage,
     BatchImageResult,
     BatchItemResult,
     BatchRequest,
@@ -28,6 +44,10 @@ from serving.schemas import (
     Timings,
 )
 from serving.state import ModelSlot, NotReady, Scored, ServingState
+
+T = TypeVar("T")
+MAX_ID_CHARS = 200
+MAX_TEXT_FIELD_BYTES = 4096
 
 router = APIRouter(prefix="/v1/score", tags=["score"], dependencies=[ApiKey])
 
@@ -43,8 +63,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorResponse,
         "description": "Malformed request, or (single item) a photo that cannot be used.",
     },
+    415: {"model": ErrorResponse, "description": "Body in another content type than the route takes."},
     429: {"model": ErrorResponse, "description": "Queue full; retry after the Retry-After header's seconds."},
-    503: {"model": ErrorResponse, "description": "No model ready (starting or stopping); see Retry-After."},
+    503: {
+        "model": ErrorResponse,
+        "description": "No model ready (starting or stopping), or the request's deadline passed; see Retry-After.",
+    },
 }
 
 
@@ -73,11 +97,60 @@ def _admit(state: ServingState, n: int) -> None:
     state.metrics.queue_depth.set(state.admission.depth)
 
 
-def _release(state: ServingState, n: int, seconds: float) -> None:
+def _release(state: ServingState, n: int, seconds: float, *, completed: bool) -> None:
     state.admission.release(n)
-    if n:
+    if n and completed:  # a cancelled or failed request says nothing about service time
         state.admission.observe(seconds / n)
     state.metrics.queue_depth.set(state.admission.depth)
+
+
+async def _wait_disconnect(request: Request) -> None:
+    """Return once the client has gone (the body has been read: only a disconnect can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``; if the client disconnects first, cancel it and raise :class:`ClientGone`."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        watch.cancel()
+        raise
+    watch.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):  # the client is gone: the outcome is moot
+        await task  # let the pipeline unwind (queued decodes cancelled, model jobs skipped)
+    raise ClientGone()
+
+
+async def _pipeline(
+    request: Request,
+    state: ServingState,
+    slot: ModelSlot,
+    datas: list[tuple[str | None, bytes | ImageError]],
+    *,
+    explain: bool,
+) -> list[Scored]:
+    """Score admitted photos under the request's deadline, cancelled if the client leaves."""
+    deadline = asyncio.get_running_loop().time() + state.settings.request_timeout_s
+    try:
+        return await _unless_disconnected(
+            request, state.score(slot, datas, explain=explain, deadline=deadline)
+        )
+    except DeadlineExceeded as exc:
+        state.metrics.rejected.labels("deadline").inc()
+        raise APIError(
+            503, "deadline_exceeded", str(exc), {"Retry-After": str(state.admission.retry_after())}
+        ) from None
+    except ClientGone:
+        state.metrics.rejected.labels("client_disconnected").inc()
+        raise
 
 
 async def _read(upload: StarletteUpload, limit: int) -> bytes | ImageError:
@@ -100,7 +173,13 @@ def _timings(t0: float, t_pipe: float, scored: list[Scored], t_done: float) -> T
 
 
 def _item(
-    state: ServingState, slot: ModelSlot, scored: list[Scored], request_id: str
+    state: ServingState,
+    slot: ModelSlot,
+    scored: list[Scored],
+    request_id: str,
+    *,
+    item_id: str | None = None,
+    image_ids: list[str] | None = None,
 ) -> tuple[list, ItemResult]:
     """Per-image and item results of scored photos (all without errors), signed."""
     predictor = slot.predictor
@@ -110,7 +189,9 @@ def _item(
         [s.name for s in scored],
     )
     item = outcome.item
-    item.receipt = state.signer.sign_item(item, model=predictor.model_ref, request_id=request_id)
+    item.receipt = state.signer.sign_item(
+        item, model=predictor.model_ref, request_id=request_id, item_id=item_id, image_ids=image_ids
+    )
     m = state.metrics
     m.verdicts.labels("item", item.verdict).inc()
     for im in outcome.images:
@@ -118,56 +199,106 @@ def _item(
     return outcome.images, item
 
 
+_SCORE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
+                            "maxItems": MAX_PHOTOS_PER_ITEM,
+                            "description": "1 to 8 photos of the same item (repeat the field). JPEG, PNG, WebP or HEIC.",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _uploads(form: FormData, what: str, fields: tuple[str, ...] = ("files",)) -> list[StarletteUpload]:
+    unknown = sorted(set(form.keys()) - set(fields))
+    if unknown:
+        raise APIError(
+            422,
+            "invalid_request",
+            f"Unknown form fields {unknown[:5]}; this route takes {', '.join(fields)}.",
+        )
+    files = form.getlist("files")
+    uploads = [f for f in files if isinstance(f, StarletteUpload)]
+    if len(uploads) != len(files) or not uploads:
+        raise APIError(422, "invalid_request", f"Send {what} as file parts named `files`.")
+    return uploads
+
+
 @router.post(
     "",
     response_model=ScoreResponse,
     responses=_ERRORS,
     summary="Score the photos of one item",
+    openapi_extra=_SCORE_BODY,
 )
-async def score_item(
-    request: Request,
-    state: StateDep,
-    files: Annotated[
-        list[UploadFile],
-        File(
-            description="1 to 8 photos of the same item (repeat the field). JPEG, PNG, WebP or HEIC.",
-            # schema only: the route checks the count itself to answer with `too_many_files`
-            json_schema_extra={"minItems": 1, "maxItems": MAX_PHOTOS_PER_ITEM},
-        ),
-    ],
-    explain: ExplainQuery = False,
-) -> ScoreResponse:
+async def score_item(request: Request, state: StateDep, explain: ExplainQuery = False) -> ScoreResponse:
     """Judge one item from 1 to 8 photos: the item verdict, each photo's result and a signed receipt.
 
     The item verdict averages the logits of the usable photos (see docs/serving.md); a photo that
     is too small, too blurry or unlike the training data does not vote, and says why.
     """
-    if not 1 <= len(files) <= MAX_PHOTOS_PER_ITEM:
-        raise APIError(
-            422, "too_many_files", f"Send 1 to {MAX_PHOTOS_PER_ITEM} photos of one item; got {len(files)}."
-        )
-    slot = _slot(state)  # the body is already read: no await until the slot is held
-    t0 = time.perf_counter()
-    _admit(state, len(files))
+    if not state.ready:  # refuse before reading the body; the slot itself is taken after reading it
+        _slot(state)
+    limits = FormLimits(
+        max_files=MAX_PHOTOS_PER_ITEM,
+        max_fields=MAX_PHOTOS_PER_ITEM,
+        max_field_bytes=MAX_TEXT_FIELD_BYTES,
+        max_file_bytes=state.settings.max_file_bytes,
+    )
+    form = await read_form(request, limits)
     try:
-        async with slot.use():
-            datas = [(f.filename, await _read(f, state.settings.max_file_bytes)) for f in files]
-            for i, (name, data) in enumerate(datas):
-                if isinstance(data, FileTooLarge):
-                    raise APIError(413, data.code, f"Photo {i} ({name}): {data.message}")
-            t_pipe = time.perf_counter()
-            scored = await state.score(slot, datas, explain=explain)
-            t_done = time.perf_counter()
-            bad = [(i, s) for i, s in enumerate(scored) if s.error is not None]
-            if bad:
-                i, s = bad[0]
-                assert s.error is not None
-                raise APIError(422, s.error.code, f"Photo {i} ({s.name}): {s.error.message}")
-            images, item = _item(state, slot, scored, request_id_of(request) or "")
+        files = _uploads(form, f"1 to {MAX_PHOTOS_PER_ITEM} photos")
+        slot = _slot(state)  # the body is already read: no await until the slot is held
+        t0 = time.perf_counter()
+        _admit(state, len(files))
+        completed = False
+        try:
+            async with slot.use():
+                datas: list[tuple[str | None, bytes | ImageError]] = []
+                for i, f in enumerate(files):
+                    data = await _read(f, state.settings.max_file_bytes)
+                    if isinstance(data, FileTooLarge):
+                        raise APIError(413, data.code, f"Photo {i} ({f.filename}): {data.message}")
+                    datas.append((f.filename, data))
+                t_pipe = time.perf_counter()
+                scored = await _pipeline(request, state, slot, datas, explain=explain)
+                t_done = time.perf_counter()
+                bad = [(i, s.name, s.error) for i, s in enumerate(scored) if s.error is not None]
+                if bad:
+                    i, name, error = bad[0]
+                    if isinstance(error, DecodeBusyError):  # retryable: the decode budget was full
+                        raise APIError(
+                            429, "overloaded", error.message, {"Retry-After": str(error.retry_after)}
+                        )
+                    raise APIError(422, error.code, f"Photo {i} ({name}): {error.message}")
+                # judging and signing are CPU work: off the event loop, which must stay free to
+                # refuse and admit requests under overload
+                images, item = await run_in_threadpool(
+                    _item, state, slot, scored, request_id_of(request) or ""
+                )
+                completed = True
+        finally:
+            _release(state, len(files), time.perf_counter() - t0, completed=completed)
     finally:
-        _release(state, len(files), time.perf_counter() - t0)
+        await form.close()
     return ScoreResponse(
         request_id=request_id_of(request) or "",
+        client_request_id=client_request_id_of(request),
         model=slot.predictor.model_ref,
         item=item,
         images=images,
@@ -225,60 +356,98 @@ _BATCH_BODY = {
 }
 
 
-async def _batch_inputs(
-    request: Request, state: ServingState
-) -> list[tuple[str, str | None, bytes | ImageError | StarletteUpload]]:
-    """``(client id, item id, bytes or error)`` per image from a JSON or multipart body."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    limit = state.settings.max_file_bytes
-    if ctype == "application/json":
+Inputs = list[tuple[str, str | None, bytes | ImageError | StarletteUpload]]
+
+
+def _json_inputs(body: bytes, limit: int, max_file_bytes: int) -> Inputs:
+    """Parse and validate a JSON batch entry by entry (runs on a worker thread: large bodies)."""
+    try:
+        entries = read_batch_images(body, limit=limit)
+    except TooManyEntries:
+        raise APIError(422, "too_many_files", f"Send at most {limit} images per batch call.") from None
+    except IJSONError as exc:
+        raise APIError(422, "invalid_request", f"Invalid batch body: {exc}.") from None
+    if not entries:
+        raise APIError(422, "invalid_request", "Invalid batch body: `images` needs at least one image.")
+    out: Inputs = []
+    for k, entry in enumerate(entries):
         try:
-            body = BatchRequest.model_validate_json(await request.body())
+            img = BatchImage.model_validate(entry)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+                f"images.{k}.{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}"
+                for e in exc.errors()[:3]
             )
             raise APIError(422, "invalid_request", f"Invalid batch body: {problems}.") from None
-        out: list[tuple[str, str | None, bytes | ImageError | StarletteUpload]] = []
-        for img in body.images:
-            if len(img.data) > limit * 4 // 3 + 4:
-                out.append(
-                    (
-                        img.id,
-                        img.item_id,
-                        FileTooLarge(f"The image is larger than {limit} bytes (max_file_bytes)."),
-                    )
+        if len(img.data) > max_file_bytes * 4 // 3 + 4:
+            out.append(
+                (
+                    img.id,
+                    img.item_id,
+                    FileTooLarge(f"The image is larger than {max_file_bytes} bytes (max_file_bytes)."),
                 )
-                continue
-            try:
-                data: bytes | ImageError = base64.b64decode(img.data, validate=True)
-            except (binascii.Error, ValueError):
-                data = InvalidBase64("`data` is not valid base64 (standard alphabet).")
-            out.append((img.id, img.item_id or None, data))
-        return out
-    if ctype == "multipart/form-data":
-        form = await request.form(
-            max_files=state.settings.max_batch_images + 1, max_fields=2 * state.settings.max_batch_images + 2
-        )
-        files = form.getlist("files")
-        uploads = [f for f in files if isinstance(f, StarletteUpload)]
-        if len(uploads) != len(files) or not uploads:
-            raise APIError(422, "invalid_request", "Send the images as file parts named `files`.")
-        ids = [str(v) for v in form.getlist("ids")]
-        item_ids = [str(v) for v in form.getlist("item_ids")]
-        if ids and len(ids) != len(uploads):
-            raise APIError(422, "invalid_request", f"`ids` has {len(ids)} values for {len(uploads)} files.")
-        if item_ids and len(item_ids) != len(uploads):
-            raise APIError(
-                422, "invalid_request", f"`item_ids` has {len(item_ids)} values for {len(uploads)} files."
             )
-        names = ids or [u.filename or "" for u in uploads]
-        if any(not n for n in names):
-            raise APIError(422, "invalid_request", "Every file needs a client id: send `ids` or file names.")
-        return [
+            continue
+        try:
+            data: bytes | ImageError = base64.b64decode(img.data, validate=True)
+        except (binascii.Error, ValueError):
+            data = InvalidBase64("`data` is not valid base64 (standard alphabet).")
+        out.append((img.id, img.item_id or None, data))
+    return out
+
+
+def _check_ids(values: list[str], what: str) -> None:
+    for v in values:
+        if len(v) > MAX_ID_CHARS:
+            raise APIError(422, "invalid_request", f"`{what}` values are at most {MAX_ID_CHARS} characters.")
+
+
+async def _batch_inputs(request: Request, state: ServingState) -> tuple[Inputs, FormData | None]:
+    """``(client id, item id, bytes or error or upload)`` per image from a JSON or multipart body,
+    and the form to close (multipart)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    s = state.settings
+    limit = s.max_batch_images
+    if ctype == "application/json":
+        body = await request.body()
+        return await run_in_threadpool(_json_inputs, body, limit, s.max_file_bytes), None
+    if ctype == "multipart/form-data":
+        limits = FormLimits(
+            max_files=limit,
+            max_fields=2 * limit,
+            max_field_bytes=MAX_TEXT_FIELD_BYTES,
+            # an oversized photo is one image's error (file_too_large), not the call's: it spools to
+            # disk past 1 MiB and the body as a whole is bounded by max_request_bytes
+            max_file_bytes=s.max_request_bytes,
+        )
+        form = await read_form(request, limits)
+        try:
+            uploads = _uploads(form, "the images", ("files", "ids", "item_ids"))
+            ids = [str(v) for v in form.getlist("ids")]
+            item_ids = [str(v) for v in form.getlist("item_ids")]
+            _check_ids(ids, "ids")
+            _check_ids(item_ids, "item_ids")
+            if ids and len(ids) != len(uploads):
+                raise APIError(
+                    422, "invalid_request", f"`ids` has {len(ids)} values for {len(uploads)} files."
+                )
+            if item_ids and len(item_ids) != len(uploads):
+                raise APIError(
+                    422, "invalid_request", f"`item_ids` has {len(item_ids)} values for {len(uploads)} files."
+                )
+            names = ids or [(u.filename or "")[:MAX_ID_CHARS] for u in uploads]
+            if any(not n for n in names):
+                raise APIError(
+                    422, "invalid_request", "Every file needs a client id: send `ids` or file names."
+                )
+        except BaseException:
+            await form.close()
+            raise
+        inputs: Inputs = [
             (n, (item_ids[i] or None) if item_ids else None, u)
             for i, (n, u) in enumerate(zip(names, uploads, strict=True))
         ]
+        return inputs, form
     raise APIError(
         415,
         "unsupported_media_type",
@@ -301,7 +470,17 @@ async def score_batch(request: Request, state: StateDep, explain: ExplainQuery =
     sharing an ``item_id`` are judged as one item, and an image without one is its own item."""
     if not state.ready:  # refuse before reading the body; the slot itself is taken after reading it
         _slot(state)
-    inputs = await _batch_inputs(request, state)
+    inputs, form = await _batch_inputs(request, state)
+    try:
+        return await _score_inputs(request, state, inputs, explain=explain)
+    finally:
+        if form is not None:
+            await form.close()
+
+
+async def _score_inputs(
+    request: Request, state: ServingState, inputs: Inputs, *, explain: bool
+) -> BatchResponse:
     n = len(inputs)
     limit = state.settings.max_batch_images
     if n > limit:
@@ -327,6 +506,7 @@ async def score_batch(request: Request, state: StateDep, explain: ExplainQuery =
     slot = _slot(state)
     t0 = time.perf_counter()
     _admit(state, n)
+    completed = False
     try:
         async with slot.use():
             datas: list[tuple[str | None, bytes | ImageError]] = []
@@ -335,13 +515,18 @@ async def score_batch(request: Request, state: StateDep, explain: ExplainQuery =
                     src = await _read(src, state.settings.max_file_bytes)
                 datas.append((cid, src))
             t_pipe = time.perf_counter()
-            scored = await state.score(slot, datas, explain=explain)
+            scored = await _pipeline(request, state, slot, datas, explain=explain)
             t_done = time.perf_counter()
-            results, items = _batch_results(state, slot, inputs, scored, request_id)
+            busy = [s.error for s in scored if isinstance(s.error, DecodeBusyError)]
+            if busy and len(busy) == n:  # nothing could be decoded for lack of room: the call is refused
+                raise APIError(429, "overloaded", busy[0].message, {"Retry-After": str(busy[0].retry_after)})
+            results, items = await run_in_threadpool(_batch_results, state, slot, inputs, scored, request_id)
+            completed = True
     finally:
-        _release(state, n, time.perf_counter() - t0)
+        _release(state, n, time.perf_counter() - t0, completed=completed)
     return BatchResponse(
         request_id=request_id,
+        client_request_id=client_request_id_of(request),
         model=slot.predictor.model_ref,
         results=results,
         items=items,
@@ -392,7 +577,14 @@ def _batch_results(
                 )
             )
             continue
-        images, item = _item(state, slot, [scored[k] for k in ok], request_id)
+        images, item = _item(
+            state,
+            slot,
+            [scored[k] for k in ok],
+            request_id,
+            item_id=item_id,
+            image_ids=[inputs[k][0] for k in ok],
+        )
         for k, im in zip(ok, images, strict=True):
             im.index = k
             for f in im.flagged_features:
