@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -90,47 +91,192 @@ def serve(
         raise typer.Exit(1)
 
 
+class Engine(StrEnum):
+    """Where ``authlens score`` runs."""
+
+    local = "local"
+    ray = "ray"
+
+
+class OutFormat(StrEnum):
+    """Part-file format of Ray batch scoring."""
+
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
 def score(
-    bundle: BundleOpt,
-    paths: Annotated[
-        list[Path],
-        typer.Argument(help="Photos, folders (recursive) or CSV/JSONL manifests (file[, item_id])."),
+    bundle: Annotated[
+        str,
+        typer.Option("--bundle", help="Bundle directory (with --engine ray also a URI every node reads)."),
     ],
-    out: Annotated[Path, typer.Option("--out", help="JSON Lines output, one line per item.")] = Path(
-        "results.jsonl"
-    ),
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Photos, folders (recursive) or CSV/JSONL manifests (file[, item_id]); "
+            "with --engine ray also URIs and Parquet crawler dumps."
+        ),
+    ],
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            help="JSON Lines, one line per item (default results.jsonl); with --engine ray a folder of "
+            "part files (default results/), path or URI, resumed when it holds some.",
+        ),
+    ] = None,
     item: Annotated[bool, typer.Option("--item", help="Treat all given photos as one item (<= 8).")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Include overlays (large output).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Use the bundle's INT8 model.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, max=256, help="Images per model call.")] = 16,
     receipt_key: Annotated[
-        Path | None, typer.Option("--receipt-key", help="Sign item results with this key.")
+        Path | None,
+        typer.Option("--receipt-key", help="Sign item results with this key (Ray: same path on every node)."),
     ] = None,
+    engine: Annotated[
+        Engine, typer.Option("--engine", help="local: this process; ray: Ray Data on a Ray cluster.")
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster (ray://HEAD:10001, HEAD:6379 or auto); default RAY_ADDRESS, else a Ray "
+            "instance started here for the run.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Ray scoring actors, one CPU each (default: one per CPU of the cluster)."),
+    ] = None,
+    out_format: Annotated[
+        OutFormat, typer.Option("--format", help="Ray part files: jsonl or parquet.")
+    ] = OutFormat.jsonl,
 ) -> None:
-    """Score photos offline with the same predictor as the API; writes JSONL and a summary."""
+    """Score photos offline with the same predictor as the API; writes JSONL and a summary.
+
+    With ``--engine ray`` the photos are scored by Ray Data actors on a Ray cluster (a local one
+    by default) into a folder of part files, resumed when run again (docs/DEPLOY.md).
+    """
+    from rich.console import Console
+
+    if engine is Engine.local and (address or workers or out_format is not OutFormat.jsonl):
+        raise fail("--address, --workers and --format belong to --engine ray.")
+    if engine is Engine.ray:
+        summary, title, target = _score_ray(
+            bundle,
+            paths,
+            out or "results",
+            item=item,
+            explain=explain,
+            int8=int8,
+            batch_size=batch_size,
+            receipt_key=receipt_key,
+            address=address,
+            workers=workers,
+            out_format=out_format,
+        )
+    else:
+        summary, title, target = _score_local(
+            bundle,
+            paths,
+            out or "results.jsonl",
+            item=item,
+            explain=explain,
+            int8=int8,
+            batch_size=batch_size,
+            receipt_key=receipt_key,
+        )
+    console = Console(stderr=True)
+    console.print(_summary_table(title, summary))
+    if summary.skipped:
+        console.print(f"skipped {summary.skipped} items already in {target}")
+    console.print(f"wrote {target}")
+
+
+def _score_ray(
+    bundle: str,
+    paths: list[str],
+    out: str,
+    *,
+    item: bool,
+    explain: bool,
+    int8: bool,
+    batch_size: int,
+    receipt_key: Path | None,
+    address: str | None,
+    workers: int | None,
+    out_format: OutFormat,
+) -> tuple[Any, str, str]:
+    from model.bundle import BundleError, load_bundle
+    from serving.offline import InputError
+    from serving.receipts import ReceiptError, load_private_key
+
+    try:
+        from serving.batch import is_uri, score_with_ray
+    except ImportError as exc:
+        raise fail(f"--engine ray needs the `ray` extra (pip install 'authlens[ray]'): {exc}.") from None
+    title = bundle
+    with user_errors(BundleError, InputError, ReceiptError):
+        if not is_uri(bundle):  # refuse a bad bundle before the cluster works (a URI: each worker checks)
+            b = load_bundle(bundle)
+            if int8:
+                b.onnx_path(int8=True)
+            title = f"{b.manifest.name} {b.manifest.version} ({b.sha256[:12]})"
+        if receipt_key is not None:
+            load_private_key(receipt_key)
+        summary = score_with_ray(
+            bundle,
+            paths,
+            out,
+            fmt="parquet" if out_format is OutFormat.parquet else "jsonl",
+            address=address,
+            workers=workers,
+            batch_size=batch_size,
+            one_item=item,
+            explain=explain,
+            int8=int8,
+            receipt_key=None if receipt_key is None else str(receipt_key),
+        )
+    return summary, title, out
+
+
+def _score_local(
+    bundle: str,
+    paths: list[str],
+    out: str,
+    *,
+    item: bool,
+    explain: bool,
+    int8: bool,
+    batch_size: int,
+    receipt_key: Path | None,
+) -> tuple[Any, str, str]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
     from model.bundle import BundleError
     from serving.offline import InputError, collect, score_items
     from serving.predictor import Predictor
     from serving.receipts import ReceiptError, ReceiptSigner, load_private_key
 
+    target = Path(out)
     with user_errors(BundleError, InputError, ReceiptError):
-        items = collect(paths, one_item=item)
-        predictor = Predictor.load(bundle, int8=int8, max_pixels=50_000_000)
+        items = collect([Path(p) for p in paths], one_item=item)
+        predictor = Predictor.load(Path(bundle), int8=int8, max_pixels=50_000_000)
         signer = ReceiptSigner(load_private_key(receipt_key), ephemeral=False) if receipt_key else None
     total = sum(len(it.files) for it in items)
-    console = Console(stderr=True)
     try:
-        handle = open(out, "w", encoding="utf-8")  # noqa: SIM115
+        handle = open(target, "w", encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
-        raise fail(f"{out}: cannot be written ({exc.strerror}).") from None
+        raise fail(f"{target}: cannot be written ({exc.strerror}).") from None
     with (
         handle,
         Progress(
-            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
         ) as progress,
     ):
         task = progress.add_task("score", total=total)
@@ -143,9 +289,15 @@ def score(
             signer=signer,
             progress=lambda n: progress.advance(task, n),
         )
-    table = Table(
-        title=f"{predictor.model_ref.name} {predictor.model_ref.version} ({predictor.bundle.sha256[:12]})"
-    )
+    title = f"{predictor.model_ref.name} {predictor.model_ref.version} ({predictor.bundle.sha256[:12]})"
+    return summary, title, str(target)
+
+
+def _summary_table(title: str, summary: Any) -> Any:
+    """Verdict counts, errors and photos/s of a scoring run."""
+    from rich.table import Table
+
+    table = Table(title=title)
     table.add_column("items", justify="right")
     for v in ("genuine", "counterfeit", "inconclusive"):
         table.add_column(v, justify="right")
@@ -158,8 +310,7 @@ def score(
         str(summary.errors),
         f"{rate:.1f}",
     )
-    console.print(table)
-    console.print(f"wrote {out}")
+    return table
 
 
 def verify_receipt(
@@ -173,8 +324,10 @@ def verify_receipt(
         str | None, typer.Option("--server", help="Fetch the key from this server's /v1/receipts/public-key.")
     ] = None,
 ) -> None:
-    """Check evidence receipts' Ed25519 signatures; exit 1 if any fails."""
-    from serving.receipts import ReceiptError, find_receipts, load_public_key
+    """Check evidence receipts' Ed25519 signatures, and that the answer around each receipt says
+    what was signed; exit 1 if any fails. Files are read as strict I-JSON (duplicate keys refused)."""
+    from serving.ijson import IJSONError, loads
+    from serving.receipts import ReceiptError, check_answer, find_answers, load_public_key
     from serving.receipts import verify_receipt as verify
 
     if (public_key is None) == (server is None):
@@ -184,26 +337,38 @@ def verify_receipt(
             key = load_public_key(public_key.read_bytes())
         else:
             key = load_public_key(_fetch_key(server or ""))
-        text = file.read_text(encoding="utf-8")
+        data = file.read_bytes()
     try:
-        docs = [json.loads(text)]
-    except json.JSONDecodeError:
+        docs = [loads(data)]
+    except IJSONError as whole:
         try:
-            docs = [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise fail(f"{file}: neither JSON nor JSON Lines ({exc}).") from None
-    receipts = [r for d in docs for r in find_receipts(d)]
-    if not receipts:
+            docs = [loads(line) for line in data.splitlines() if line.strip()]
+        except IJSONError as exc:
+            raise fail(f"{file}: not strict JSON ({whole}) nor JSON Lines ({exc}).") from None
+    found = [f for d in docs for f in find_answers(d)]
+    if not found:
         raise fail(f"{file}: no receipt found.")
     failed = 0
-    for r in receipts:
+    for f in found:
+        r = f.receipt
         try:
             payload = verify(r, key)
         except ReceiptError as exc:
             failed += 1
             err_console.print(f"[bold red]INVALID[/] {exc}", highlight=False)
             continue
+        problems = check_answer(payload, f)
+        if problems:
+            failed += 1
+            err_console.print(
+                "[bold red]INVALID[/] the signature holds but the answer differs from its signed payload: "
+                + "; ".join(problems),
+                highlight=False,
+            )
+            continue
         model = payload.get("model", {})
+        if not isinstance(model, dict):
+            model = {}
         print(
             f"VALID {payload.get('verdict')} authenticity={payload.get('authenticity_score')} "
             f"issued={payload.get('issued_at')} bundle={str(model.get('bundle_sha256', ''))[:12]} "

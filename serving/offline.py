@@ -5,12 +5,14 @@ Usage: ``authlens score --bundle bundles/demo photos/ --out results.jsonl``
 Each input file is one item unless a manifest gives ``item_id`` or ``--item`` makes all the
 given photos one item. An item whose photo cannot be used gets an error line, as ``/v1/score``
 answers 422 for it. Results are identical to the API's for the same bytes: same predictor, and
-ONNX Runtime's outputs do not depend on the batch an image shares.
+ONNX Runtime's outputs do not depend on the batch an image shares. ``--engine ray``
+(:mod:`serving.batch`) writes the same lines through :func:`judge_items`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 import uuid
@@ -18,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
 import numpy as np
@@ -48,37 +50,63 @@ class Summary:
     errors: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    skipped: int = 0  # items already in the output of an earlier run (Ray batch scoring resumes)
+
+    def add(self, line: dict[str, Any]) -> None:
+        """Count one result line (see :func:`judge_items`)."""
+        self.items += 1
+        self.images += len(line["files"])
+        if "error" in line:
+            self.errors += 1
+        else:
+            self.verdicts[line["item"]["verdict"]] += 1
+
+    def merge(self, other: Summary) -> None:
+        """Add another part's counts (seconds are the caller's: parts run in parallel)."""
+        self.items += other.items
+        self.images += other.images
+        self.errors += other.errors
+        self.verdicts.update(other.verdicts)
 
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 
 
-def _manifest_rows(path: Path) -> list[tuple[int, dict]]:
-    """``(line number, row)`` of a CSV (header row) or JSONL (one object per line) manifest."""
+def manifest_rows(text: str, *, name: str) -> list[tuple[int, dict]]:
+    """``(line number, row)`` of a CSV (header row) or JSONL (one object per line) manifest.
+
+    Args:
+        text: The manifest's content.
+        name: Its path or URI: the suffix (``.csv`` or else JSONL) picks the format; errors name it.
+
+    Raises:
+        InputError: no ``file`` column, or a line that is not a JSON object.
+    """
     shape = "a CSV with a `file` column or JSONL objects with a `file` field (optional `item_id`)"
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "file" not in reader.fieldnames:
-                raise InputError(f"{path}: a manifest is {shape}.")
-            return list(enumerate(reader, start=2))
+    if name.lower().endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames or "file" not in reader.fieldnames:
+            raise InputError(f"{name}: a manifest is {shape}.")
+        return list(enumerate(reader, start=2))
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: line {n} is not JSON ({exc.msg}); a manifest is {shape}.") from None
+            raise InputError(f"{name}: line {n} is not JSON ({exc.msg}); a manifest is {shape}.") from None
         if not isinstance(row, dict):
-            raise InputError(f"{path}: line {n} is not a JSON object; a manifest is {shape}.")
+            raise InputError(f"{name}: line {n} is not a JSON object; a manifest is {shape}.")
         rows.append((n, {k: "" if v is None else str(v) for k, v in row.items()}))
     return rows
 
 
 def _read_manifest(path: Path) -> list[OfflineItem]:
     items: dict[str, OfflineItem] = {}
-    for n, row in _manifest_rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        text = f.read()
+    for n, row in manifest_rows(text, name=str(path)):
         rel = (row.get("file") or "").strip()
         if not rel:
             raise InputError(f"{path}: line {n} has an empty `file`.")
@@ -130,15 +158,69 @@ def _chunks(items: list[OfflineItem], batch_size: int) -> Iterator[list[OfflineI
         yield chunk
 
 
-def _load(predictor: Predictor, path: Path, explain: bool) -> PreparedImage | ImageError:
+def load_photo(predictor: Predictor, path: Path, explain: bool) -> PreparedImage | ImageError:
+    """A photo file's model input, or the :class:`ImageError` that says why it cannot be used."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         return ImageError(f"{path}: cannot be read ({exc.strerror}).")
+    return prepare(predictor, data, explain)
+
+
+def prepare(predictor: Predictor, data: bytes, explain: bool) -> PreparedImage | ImageError:
+    """A photo's model input, or the :class:`ImageError` that says why it cannot be used."""
     try:
         return predictor.prepare(data, explain=explain)
     except ImageError as exc:
         return exc
+
+
+@dataclass
+class LoadedItem:
+    """An item whose photos are decoded (or failed to): what :func:`judge_items` scores."""
+
+    item_id: str
+    files: list[str]  # paths or URIs as given, or names of photos that came as bytes
+    photos: list[PreparedImage | ImageError]
+
+
+def judge_items(
+    predictor: Predictor, items: Sequence[LoadedItem], *, request_id: str, signer: ReceiptSigner | None = None
+) -> list[dict[str, Any]]:
+    """One result line per item, their usable photos in one model call.
+
+    A line is ``item_id``, ``files``, and ``model``, ``item`` and ``images`` exactly as the API
+    answers them, or ``error`` (``code``, ``message``) when a photo cannot be used, as
+    ``/v1/score`` answers 422. ``authlens score`` and Ray batch scoring both write these lines.
+    """
+    good = [p for it in items for p in it.photos if isinstance(p, PreparedImage)]
+    raws = iter(predictor.infer(np.stack([p.pixels for p in good])) if good else [])
+    raw_of = {id(p): next(raws) for p in good}
+    lines = []
+    for it in items:
+        line: dict[str, Any] = {"item_id": it.item_id, "files": list(it.files)}
+        bad = [(f, p) for f, p in zip(it.files, it.photos, strict=True) if isinstance(p, ImageError)]
+        if bad:
+            f, err = bad[0]
+            line["error"] = {"code": err.code, "message": f"{f}: {err.message}"}
+        else:
+            ok = [p for p in it.photos if isinstance(p, PreparedImage)]
+            names = [PurePosixPath(f).name for f in it.files]
+            outcome = predictor.outcome(ok, [raw_of[id(p)] for p in ok], names)
+            if signer is not None:
+                outcome.item.receipt = signer.sign_item(
+                    outcome.item, model=predictor.model_ref, request_id=request_id
+                )
+            line["model"] = predictor.model_ref.model_dump()
+            line["item"] = outcome.item.model_dump(mode="json")
+            line["images"] = [im.model_dump(mode="json") for im in outcome.images]
+        lines.append(line)
+    return lines
+
+
+def dump_line(line: dict[str, Any]) -> str:
+    """A result line as written to JSONL (compact, no trailing newline)."""
+    return json.dumps(line, separators=(",", ":"))
 
 
 def score_items(
@@ -159,34 +241,16 @@ def score_items(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for chunk in _chunks(items, batch_size):
             files = [f for it in chunk for f in it.files]
-            prepared = list(pool.map(lambda f: _load(predictor, f, explain), files))
-            good = [p for p in prepared if isinstance(p, PreparedImage)]
-            raws = iter(predictor.infer(np.stack([p.pixels for p in good])) if good else [])
-            raw_of = {id(p): next(raws) for p in good}
-            k = 0
+            prepared = list(pool.map(lambda f: load_photo(predictor, f, explain), files))
+            loaded, k = [], 0
             for it in chunk:
-                mine = prepared[k : k + len(it.files)]
+                loaded.append(
+                    LoadedItem(it.item_id, [str(f) for f in it.files], prepared[k : k + len(it.files)])
+                )
                 k += len(it.files)
-                line: dict[str, Any] = {"item_id": it.item_id, "files": [str(f) for f in it.files]}
-                bad = [(f, p) for f, p in zip(it.files, mine, strict=True) if isinstance(p, ImageError)]
-                if bad:
-                    f, err = bad[0]
-                    line["error"] = {"code": err.code, "message": f"{f}: {err.message}"}
-                    summary.errors += 1
-                else:
-                    ok = [p for p in mine if isinstance(p, PreparedImage)]
-                    outcome = predictor.outcome(ok, [raw_of[id(p)] for p in ok], [f.name for f in it.files])
-                    if signer is not None:
-                        outcome.item.receipt = signer.sign_item(
-                            outcome.item, model=predictor.model_ref, request_id=run_id
-                        )
-                    line["model"] = predictor.model_ref.model_dump()
-                    line["item"] = outcome.item.model_dump(mode="json")
-                    line["images"] = [im.model_dump(mode="json") for im in outcome.images]
-                    summary.verdicts[outcome.item.verdict] += 1
-                summary.items += 1
-                summary.images += len(it.files)
-                out.write(json.dumps(line, separators=(",", ":")) + "\n")
+            for line in judge_items(predictor, loaded, request_id=run_id, signer=signer):
+                summary.add(line)
+                out.write(dump_line(line) + "\n")
             if progress is not None:
                 progress(len(files))
     summary.seconds = time.perf_counter() - t0

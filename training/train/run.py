@@ -335,7 +335,11 @@ def run(
     if cfg.train.linear_probe_init and resumed is None:
         data_info["linear_probe_init"] = init_heads_from_probe(net, splits.train, cfg)
     learner = build_learner(net, cfg, len(data.loader), d)
-    state = RunState() if resumed is None else restore_state(learner, resumed.train_state or {})
+    state = (
+        RunState(world=d.world)
+        if resumed is None
+        else restore_state(learner, resumed.train_state or {}, steps_per_epoch=len(data.loader), d=d)
+    )
     tracker = start_tracking(
         cfg, run_dir, data_info, state, d, resumed=resumed is not None, steps_per_epoch=len(data.loader)
     )

@@ -50,10 +50,14 @@ def finish_distributed(d: Dist) -> None:
 
 
 def threads_for(cfg: TrainConfig, d: Dist) -> int:
-    """Torch threads per process: ``train.threads``, or the machine's cores shared between the ranks."""
+    """Torch threads per process: ``train.threads``, or this machine's cores shared by its ranks.
+
+    On several nodes each machine runs ``LOCAL_WORLD_SIZE`` of the ``world`` processes (torchrun sets it).
+    """
     if cfg.train.threads:
         return cfg.train.threads
-    return max(1, (os.cpu_count() or 1) // d.world)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
+    return max(1, (os.cpu_count() or 1) // max(1, local))
 
 
 def seed_everything(seed: int) -> None:

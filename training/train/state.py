@@ -2,12 +2,15 @@
 
 ``last.pt`` carries, besides the weights, the optimizer, schedule, EMA and RNG state and the
 :class:`RunState`, so that ``--resume`` continues bit for bit where the last finished epoch left off.
+A run may resume on another number of processes (a restart on fewer or more nodes): epochs are
+then cut into another number of steps, and the run continues at the same point of its schedule.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import logging
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from model.bundle import Decision
+from model.logs import log_event
 from model.network import AuthLensNet
 from training.checkpoint import (
     Checkpoint,
@@ -29,7 +33,7 @@ from training.checkpoint import (
 )
 from training.config import TrainConfig
 from training.train.optim import Learner
-from training.train.startup import network_spec
+from training.train.startup import Dist, network_spec
 
 if TYPE_CHECKING:
     from training.train.loop import EpochStats
@@ -38,6 +42,8 @@ BEST = "best.pt"
 LAST = "last.pt"
 CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +57,7 @@ class RunState:
     history: list[dict[str, float]] = field(default_factory=list)
     mlflow_run_id: str | None = None
     train_seconds: float = 0.0
+    world: int = 1  # processes that ran the last epoch (checkpoints from before it: 1)
 
     def record(
         self, stats: EpochStats, val: dict[str, float], *, keep_last: bool = False
@@ -114,6 +121,8 @@ def check_compatible(ckpt: Checkpoint, cfg: TrainConfig, path: Path) -> None:
         problems.append(f"frozen parts {list(got.freeze)} (config: {list(want.freeze)})")
     if (got.pool, got.pool_r) != (want.pool, want.pool_r):
         problems.append(f"pooling {got.pool} r={got.pool_r} (config: {want.pool} r={want.pool_r})")
+    if got.ood_features != want.ood_features:
+        problems.append(f"OOD features {got.ood_features} (config: {want.ood_features})")
     if got.num_flags != want.num_flags:
         problems.append(f"{got.num_flags} flags (this authlens: {want.num_flags})")
     if ckpt.input.image_size != cfg.data.image_size:
@@ -179,18 +188,49 @@ def resume_state(learner: Learner, state: RunState) -> dict[str, Any]:
     }
 
 
-def restore_state(learner: Learner, train_state: dict[str, Any]) -> RunState:
+def restore_state(
+    learner: Learner, train_state: dict[str, Any], *, steps_per_epoch: int | None = None, d: Dist = Dist()
+) -> RunState:
     """Put :func:`resume_state`'s contents back into ``learner`` and the global generators.
+
+    Every rank restores rank 0's generator states: the ranks are seeded alike and draw alike
+    (same shapes, same operations), so one saved state serves any number of processes. The
+    sampler needs no position: it is keyed by epoch, and ``last.pt`` is written between epochs.
+
+    Args:
+        learner: Built for this run (its schedule spans ``train.epochs`` x ``steps_per_epoch``).
+        train_state: ``last.pt``'s ``train_state``.
+        steps_per_epoch: Optimizer steps per epoch of this run. When the saved run took another
+            number (it ran on another number of processes, which shard and pad the epoch
+            differently), the schedule built for this run is kept and the step count becomes
+            epochs done x ``steps_per_epoch``: the same point of the schedule, and the run ends
+            at its end. ``None``: take the saved schedule as it is.
+        d: This process's place in the run; rank 0 logs ``resume_world_changed``.
 
     Returns:
         The run's state after its last finished epoch.
     """
     learner.net.load_state_dict(train_state["model"])
     learner.optimizer.load_state_dict(train_state["optimizer"])
-    learner.scheduler.load_state_dict(train_state["scheduler"])
     if learner.ema is not None and train_state.get("ema") is not None:
         learner.ema.module.load_state_dict(train_state["ema"])
     state = RunState(**train_state["run_state"])
+    steps = state.epoch * (steps_per_epoch or 0)
+    if d.main and (state.world != d.world or (steps_per_epoch is not None and state.step != steps)):
+        log_event(
+            log,
+            "resume_world_changed",
+            world_before=state.world,
+            world=d.world,
+            epochs_done=state.epoch,
+            step_before=state.step,
+            step=steps if steps_per_epoch is not None else state.step,
+        )
+    if steps_per_epoch is None or state.step == steps:
+        learner.scheduler.load_state_dict(train_state["scheduler"])
+    else:  # the saved schedule has the saved run's length (t_initial, warm-up steps): keep this run's
+        state.step = steps
+    state.world = d.world
     set_rng_state(train_state["rng"])
     learner.scheduler.step_update(state.step)
     return state
