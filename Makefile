@@ -97,8 +97,16 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Every performance figure of this machine in one run, side by side (benchmarks/harness.py, about
+# 10 min): model only, decoding, the in-process ceiling, HTTP (authlens serve vs a naive baseline),
+# cold start and memory, training. Writes benchmarks/results/<date>-<machine>.json and the table in
+# docs/PERFORMANCE.md. Measures bundles/sneakers when present, else a random-weight stand-in of
+# configs/sneakers.yaml. Run it on a quiet machine (the results say when it was not):
+#   flock /tmp/authlens-heavy.lock make bench
+#   make bench BENCH_ARGS="--label c7i.large --bundle bundles/demo"   # or --preset quick (2-3 min check)
+BENCH_ARGS ?=
 bench: $(VENV)/.installed-dev
-	$(BIN)/authlens bench
+	$(BIN)/python -m benchmarks.harness $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of model.imaging.decode_image; crashes land in runs/fuzz/decode/.
 FUZZ_SECONDS ?= 60
