@@ -43,7 +43,7 @@ demo: $(VENV)/.installed-train
 	    echo ">> [1/3] $(DEMO_DATA) exists: using it"; \
 	  else \
 	    echo ">> [1/3] synthesising $(DEMO_DATA)"; rm -rf $(DEMO_RUN); \
-	    $(BIN)/authlens data synth --out $(DEMO_DATA) --n 3000 --seed 0 --workers 2 --overwrite; \
+	    $(BIN)/authlens data synth --out $(DEMO_DATA) --n 4000 --seed 0 --workers 2 --overwrite; \
 	  fi; \
 	  if [ -f $(DEMO_RUN)/report.json ]; then \
 	    echo ">> [2/3] $(DEMO_RUN) is trained: using it"; \

@@ -112,7 +112,7 @@ def _verdicts(report: dict[str, Any]) -> list[str]:
     dec = report["decision"]
     lines = [
         "",
-        "## Verdicts with the validation-chosen thresholds",
+        "## Verdicts with the fitted thresholds (chosen on held-out photos: validation or out of fold)",
         "",
         f"Counterfeit at p >= {_fmt(dec['counterfeit_threshold'], 4)}, genuine at "
         f"p <= {_fmt(dec['genuine_threshold'], 4)} (temperature {_fmt(dec['temperature'])}).",
