@@ -78,7 +78,8 @@ class NetworkSpec:
             frozen copy of the pretrained backbone kept beside it. Fine-tuning on one category
             collapses the directions that tell a foreign photo apart (measured in docs/training.md),
             so the frozen copy is the default; it costs a second backbone pass at inference (not in
-            training steps). Checkpoints from before 2026-12 are ``finetuned``.
+            training steps), less the frozen prefix both share (:meth:`AuthLensNet.shared_steps`).
+            Checkpoints from before 2026-12 are ``finetuned``.
     """
 
     backbone: str = "tf_efficientnet_lite0"
@@ -203,12 +204,71 @@ def create_backbone(spec: NetworkSpec) -> tuple[nn.Module, tuple[float, ...], tu
 POOLS = ("lse", "mean")
 
 
+def forward_steps(backbone: nn.Module) -> tuple[str, ...] | None:
+    """Names of the submodules ``backbone.forward_features`` applies one after another, in order.
+
+    Known for timm's EfficientNet family (``conv_stem``, ``bn1``, ``blocks.0`` ... ``blocks.N``,
+    ``conv_head``, ``bn2``) when it runs without gradient checkpointing and with timm's own
+    ``forward_features``; ``None`` for any other backbone (its order is not assumed).
+    """
+    from timm.models.efficientnet import EfficientNet
+
+    if (
+        not isinstance(backbone, EfficientNet)
+        or type(backbone).forward_features is not EfficientNet.forward_features
+        or backbone.grad_checkpointing
+    ):
+        return None
+    blocks = tuple(f"blocks.{i}" for i in range(len(backbone.blocks)))
+    return ("conv_stem", "bn1", *blocks, "conv_head", "bn2")
+
+
+def frozen_prefix_length(steps: Sequence[str], freeze: Sequence[str]) -> int:
+    """How many leading ``steps`` the frozen parts ``freeze`` make up, when they are exactly a
+    contiguous prefix of ``steps`` (a name may also be a parent of steps, e.g. ``blocks``); 0 when
+    nothing is frozen, when a frozen part is not a whole step or when the frozen steps have a gap."""
+
+    def inside(step: str, name: str) -> bool:
+        return step == name or step.startswith(name + ".")
+
+    covered = [any(inside(step, name) for name in freeze) for step in steps]
+    n = covered.index(False) if False in covered else len(covered)
+    if any(covered[n:]):
+        return 0  # a gap: the frozen steps are not a prefix
+    for name in freeze:  # every frozen part must lie in whole steps of the prefix
+        if not any(inside(step, name) for step in steps[:n]):
+            return 0
+    return n
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two modules of one structure hold equal parameters and buffers (bit for bit)."""
+    ta = [*a.named_parameters(), *a.named_buffers()]
+    tb = dict([*b.named_parameters(), *b.named_buffers()])
+    return len(ta) == len(tb) and all(
+        name in tb and t.shape == tb[name].shape and torch.equal(t, tb[name]) for name, t in ta
+    )
+
+
+def run_steps(trunk: nn.Module, steps: Sequence[str], x: torch.Tensor) -> torch.Tensor:
+    """Apply ``trunk``'s submodules named ``steps`` to ``x``, in order."""
+    for name in steps:
+        x = trunk.get_submodule(name)(x)
+    return x
+
+
 def pool_map(maps: torch.Tensor, pool: str, r: float) -> torch.Tensor:
     """``(..., h, w) -> (...)``: the logit a map of per-location logits stands for."""
     flat = maps.flatten(-2)  # (..., h*w)
     if pool == "mean":
         return flat.mean(-1)
     return (torch.logsumexp(r * flat, dim=-1) - math.log(flat.shape[-1])) / r
+
+
+def _decide_shared_steps(module: nn.Module, _incompatible: object) -> None:
+    """After weights load: decide again what the backbones share (:meth:`AuthLensNet.shared_steps`)."""
+    assert isinstance(module, AuthLensNet)
+    module.shared_steps()
 
 
 class AuthLensNet(nn.Module):
@@ -245,6 +305,10 @@ class AuthLensNet(nn.Module):
         self.reference: nn.Module | None = None
         if spec.ood_features == "imagenet":
             self.reference = copy.deepcopy(self.backbone).requires_grad_(False).eval()
+        # Inference computes the frozen prefix the two backbones share once (see forward).
+        self.share_frozen_prefix = True  # False: two full passes (the reference arithmetic)
+        self._shared = 0  # leading forward steps shared, as last decided from the weights
+        self.register_load_state_dict_post_hook(_decide_shared_steps)
 
     def _submodule(self, name: str) -> nn.Module:
         try:
@@ -262,17 +326,53 @@ class AuthLensNet(nn.Module):
             module.eval()
         if self.reference is not None:
             self.reference.eval()
+        if not mode:
+            self.shared_steps()
         return self
+
+    def shared_steps(self) -> int:
+        """Leading steps of the backbone's forward order that inference computes once for both
+        backbones (0: two full passes).
+
+        Frozen parts never train and keep their batch-norm statistics, and the reference starts as
+        a copy of the backbone, so a frozen prefix of the forward order is the same function in
+        both. It is shared only when the frozen parts are exactly such a prefix (of a backbone whose
+        order is known, :func:`forward_steps`) and its parameters and buffers are equal in both;
+        otherwise both backbones run in full. Decided from the weights on every eager call; a
+        traced call (ONNX export) uses the last decision, taken on ``eval()`` and on loading weights.
+        """
+        if torch.compiler.is_compiling():  # tracing: the weights are symbolic; decided before
+            return self._shared
+        n = 0
+        steps = forward_steps(self.backbone) if self.share_frozen_prefix else None
+        if self.reference is not None and steps is not None:
+            n = frozen_prefix_length(steps, self.spec.freeze)
+            prefix = steps[:n]
+            if not all(
+                same_weights(self.backbone.get_submodule(s), self.reference.get_submodule(s)) for s in prefix
+            ):
+                n = 0
+        self._shared = n
+        return n
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, C, h, w)`` last feature map."""
         return self.backbone.forward_features(x)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.features(x)  # (B, C, h, w)
-        pooled = feats.mean(dim=(2, 3))  # (B, C)
-        if self.reference is not None and not self.training:  # training steps do not use it
-            pooled = self.reference.forward_features(x).mean(dim=(2, 3))
+        reference = self.reference if not self.training else None  # training steps do not use it
+        shared = self.shared_steps() if reference is not None else 0
+        if reference is not None and shared:
+            steps = forward_steps(self.backbone)
+            assert steps is not None  # shared_steps found the order
+            h = run_steps(self.backbone, steps[:shared], x)  # the frozen prefix, once
+            feats = run_steps(self.backbone, steps[shared:], h)  # (B, C, h, w)
+            pooled = run_steps(reference, steps[shared:], h).mean(dim=(2, 3))  # (B, C)
+        else:
+            feats = self.features(x)  # (B, C, h, w)
+            pooled = feats.mean(dim=(2, 3))  # (B, C)
+            if reference is not None:
+                pooled = reference.forward_features(x).mean(dim=(2, 3))
         dropped = self.drop(feats)
         # 1x1 convolutions with the head weights: (B, 1, h, w) and (B, F, h, w)
         cam = F.conv2d(dropped, self.auth_head.weight[:, :, None, None], self.auth_head.bias).squeeze(1)

@@ -52,7 +52,9 @@ def jpeg_bytes(
     return buf.getvalue()
 
 
-def tiny_checkpoint(image_size: int = 64, seed: int = 0, *, flags: Sequence[str] = FLAG_NAMES):
+def tiny_checkpoint(
+    image_size: int = 64, seed: int = 0, *, flags: Sequence[str] = FLAG_NAMES, freeze: Sequence[str] = ()
+):
     """A randomly initialised efficientnet_lite0 checkpoint with a plausible calibration.
 
     Args:
@@ -60,6 +62,7 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0, *, flags: Sequence[str]
         seed: Seeds the weights and the OOD reference.
         flags: The trained flags: those the decision has thresholds for (``()``: trained
             without flag labels). The network keeps its whole flag head either way.
+        freeze: Backbone parts kept frozen (e.g. those of ``configs/sneakers.yaml``).
     """
     import torch
 
@@ -68,7 +71,7 @@ def tiny_checkpoint(image_size: int = 64, seed: int = 0, *, flags: Sequence[str]
     from training.checkpoint import Checkpoint, InputSettings, OODReference
 
     torch.manual_seed(seed)
-    spec = NetworkSpec(backbone="efficientnet_lite0", pretrained="none", drop_rate=0.0)
+    spec = NetworkSpec(backbone="efficientnet_lite0", pretrained="none", drop_rate=0.0, freeze=tuple(freeze))
     net = AuthLensNet(spec).eval()
     dim = net.embedding_dim
     return Checkpoint(
