@@ -13,7 +13,7 @@ DEMO_DATA   := datasets/demo
 DEMO_BUNDLE := bundles/demo
 DEMO_RUN    := runs/demo
 
-.PHONY: help demo test test-all lint format typecheck bench fuzz soak browser-deps lock clean-demo
+.PHONY: help demo test test-all lint format typecheck bench fuzz soak browser-deps postgres-deps lock clean-demo
 
 help:
 	@echo "make demo      synthesise data, fine-tune, export and serve on http://$(HOST):$(PORT)/"
@@ -78,13 +78,26 @@ browser-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
 	fi
 
+# The review store's tests run on PostgreSQL too (tests/serving/pgutil.py starts a server with
+# initdb and pg_ctl): Debian's postgresql, installed when missing, as root or through sudo, like
+# chromium above. .ci/run uses this target too.
+POSTGRES_PACKAGES := postgresql
+postgres-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
+	  command -v apt-get >/dev/null || { echo "error: install $(POSTGRES_PACKAGES) (the review store tests start a PostgreSQL server)" >&2; exit 1; }; \
+	  echo ">> installing Debian's $(POSTGRES_PACKAGES) for the review store tests"; \
+	  SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(POSTGRES_PACKAGES) >/dev/null; \
+	fi
+
 # Two workers, then the load tests (soak, overload, deadlines) alone, so they measure the server
 # and not the other tests.
-test: $(VENV)/.installed-dev browser-deps
+test: $(VENV)/.installed-dev browser-deps postgres-deps
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not gpu and not load"
 	$(BIN)/python -m pytest -m "load and not slow and not gpu"
 
-test-all: $(VENV)/.installed-dev browser-deps
+test-all: $(VENV)/.installed-dev browser-deps postgres-deps
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not gpu and not load"
 	$(BIN)/python -m pytest -m "load and not gpu"
 

@@ -12,7 +12,17 @@ import typer
 
 from model.cliutil import fail
 from model.logs import setup_logging
-from serving.commands import bench, new_api_key, new_receipt_key, score, serve, verify_receipt
+from serving.commands import (
+    bench,
+    gallery_app,
+    new_api_key,
+    new_receipt_key,
+    score,
+    score_video,
+    serve,
+    verify_receipt,
+)
+from serving.review.commands import export_reviews, review_app
 from training.cli.data import data_app
 from training.cli.export import export
 from training.cli.train import evaluate, train
@@ -40,12 +50,20 @@ def _setup(
         raise fail(str(exc)) from None
 
 
+data_app.command(name="export-reviews", help="Write confirmed review decisions as a training manifest.")(
+    export_reviews
+)
 app.add_typer(data_app, name="data")
 app.command(help="Fine-tune a model from a YAML config.")(train)
 app.command(help="Evaluate a checkpoint (and a linear-probe baseline) and write a report.")(evaluate)
 app.command(help="Export a checkpoint to a verified ONNX bundle.")(export)
 app.command(help="Serve a bundle over HTTP (API and web page).")(serve)
 app.command(help="Score photos offline with a bundle (same predictor as the API).")(score)
+app.command(name="score-video", help="Find when suspect items were on screen in recorded live streams.")(
+    score_video
+)
+app.add_typer(gallery_app, name="gallery")
+app.add_typer(review_app, name="review")
 app.command(name="verify-receipt", help="Check the signature of an evidence receipt.")(verify_receipt)
 app.command(help="Measure decoding, inference and HTTP throughput on this machine.")(bench)
 app.command(name="new-api-key", help="Print a new API key and the hash the server stores.")(new_api_key)

@@ -3,9 +3,11 @@
 Used by evaluation (to report inconclusive rates) and by serving (to answer), so both apply the
 same rule:
 
-* Each photo is first checked for usability: too small, too blurry, or out of distribution
-  (its embedding is further from the training data than the bundle's threshold). An unusable
-  photo gets verdict ``inconclusive`` with those reasons and does not vote for the item.
+* Each photo is first checked for usability: too small, too blurry, out of distribution
+  (its embedding is further from the training data than the bundle's threshold), or a reused
+  photo (it matches a reference gallery entry: the brand's catalogue photo or another listing's,
+  which proves nothing about the item shipped). An unusable photo gets verdict ``inconclusive``
+  with those reasons and does not vote for the item.
 * A usable photo's calibrated counterfeit probability ``p`` is compared with two thresholds from
   the bundle: ``p >= counterfeit_threshold`` is ``counterfeit`` (set on validation for the
   maximum false-accusation rate), ``p <= genuine_threshold`` is ``genuine`` (set for the maximum
@@ -35,12 +37,14 @@ REASON_OOD = "out_of_distribution"
 REASON_TOO_SMALL = "image_too_small"
 REASON_BLURRY = "too_blurry"
 REASON_NO_USABLE = "no_usable_image"
+REASON_REUSED = "reused_photo"
 REASONS: tuple[str, ...] = (
     REASON_LOW_CONFIDENCE,
     REASON_OOD,
     REASON_TOO_SMALL,
     REASON_BLURRY,
     REASON_NO_USABLE,
+    REASON_REUSED,
 )
 
 _EPS = 1e-7
@@ -93,7 +97,13 @@ def classify(p_counterfeit: float, decision: Decision) -> Outcome:
 
 
 def usability_reasons(
-    *, min_side: int, sharpness: float, ood_score: float, decision: Decision, ood_threshold: float
+    *,
+    min_side: int,
+    sharpness: float,
+    ood_score: float,
+    decision: Decision,
+    ood_threshold: float,
+    reused: bool = False,
 ) -> tuple[str, ...]:
     """Why a photo cannot be scored reliably; empty when it can.
 
@@ -103,6 +113,9 @@ def usability_reasons(
         ood_score: Mahalanobis score of the embedding.
         decision: The bundle's decision settings.
         ood_threshold: The bundle's OOD threshold.
+        reused: The photo matches a reference gallery entry (a catalogue photo or another
+            listing's photo): it shows *a* item, not necessarily the one for sale, so like an
+            out-of-distribution photo it casts no vote.
     """
     reasons: list[str] = []
     if min_side < decision.min_image_side:
@@ -111,6 +124,8 @@ def usability_reasons(
         reasons.append(REASON_BLURRY)
     if ood_score > ood_threshold:
         reasons.append(REASON_OOD)
+    if reused:
+        reasons.append(REASON_REUSED)
     return tuple(reasons)
 
 

@@ -30,6 +30,11 @@ DESCRIPTION = """Authenticity scores and flagged features for product photos.
 
 * `POST /v1/score`: one item, 1 to 8 photos, verdict + signed evidence receipt.
 * `POST /v1/score/batch`: up to 64 images for crawlers, per-image errors, `item_id` grouping.
+* `POST /v1/score/video`: a recorded live stream, scored as a background job (`GET /v1/jobs/{job_id}`):
+  when a suspect item was on screen.
+* Every scored photo is looked up in the reference gallery (catalogue and listing photos): a reused
+  photo is `inconclusive` with `reused_photo` and does not vote. `GET /v1/gallery/clusters`: photos
+  reused across listings; `/v1/admin/gallery`: manage the gallery.
 * Errors are JSON `{"error": {"code", "message"}, "request_id"}`.
 """
 

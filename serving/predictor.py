@@ -7,6 +7,10 @@ Three steps, so that a server can run them on different threads and batch the mi
    Runtime; thread-safe, and results do not depend on what else is in the batch).
 3. :meth:`Predictor.judge_image` / :meth:`Predictor.judge_item`: outputs -> verdicts, flags and
    boxes by the rules of :mod:`model.decision`.
+
+With a reference gallery attached (:meth:`Predictor.attach_gallery`), every judged photo is
+looked up in it (perceptual hash from decoding, embedding from the graph): a match makes the photo
+``inconclusive`` with ``reused_photo`` and it casts no vote, on every door alike.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import base64
 import hashlib
 import io
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -38,12 +44,30 @@ from model.imaging import (
     sharpness,
 )
 from model.logs import log_event
+from model.ood import KnnOOD
 from model.session import session_from_verified
-from serving.schemas import Box, Explanation, FlaggedFeature, ImageResult, ItemResult, ModelRef
+from serving.gallery.phash import hash_source, source_hash, source_window_hashes
+from serving.schemas import (
+    Box,
+    Explanation,
+    FlaggedFeature,
+    ImageResult,
+    ItemResult,
+    ModelRef,
+    ReusedPhoto,
+)
+
+if TYPE_CHECKING:
+    from serving.gallery.store import Gallery, Match
 
 log = logging.getLogger(__name__)
 
 OVERLAY_MAX_SIDE = 512
+MAX_RUN_BATCH = 8
+"""Most photos per ONNX Runtime call; :meth:`Predictor.infer` runs larger batches in such calls.
+ONNX Runtime holds the activations of a whole call at once: with the 224 px two-backbone sneakers
+graph, 16 photos took 224 MB beyond the loaded session and 8 photos 107 MB, while the time per
+photo did not grow at 8 (docs/PERFORMANCE.md, "Changes measured")."""
 _ORT_ERRORS: tuple[type[Exception], ...] = tuple(
     getattr(ort.capi.onnxruntime_pybind11_state, name)
     for name in (
@@ -80,6 +104,13 @@ class PreparedImage:
     geometry: Geometry
     sharpness: float
     preview: np.ndarray | None  # (h, w, 3) uint8 oriented photo at overlay size, when explaining
+    hash_source: np.ndarray | None = None  # (h, w) grey copy <= 256 px for the gallery's hashes
+    phash: int | None = None  # whole-photo perceptual hash: the gallery's query key
+
+    @property
+    def reference_hashes(self) -> list[int] | None:
+        """The window hashes stored when this photo becomes a gallery reference (whole photo first)."""
+        return None if self.hash_source is None else source_window_hashes(self.hash_source)
 
 
 @dataclass(frozen=True)
@@ -91,10 +122,21 @@ class RawOutput:
     cam: np.ndarray  # (h, w)
     flag_maps: np.ndarray  # (F, h, w)
     ood_score: float
+    embedding: np.ndarray | None = None  # (D,) the graph's embedding output (reuse lookup)
 
 
 class InferenceError(RuntimeError):
     """The graph answered with outputs that do not fit the bundle (wrong rows or shapes)."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Where an item's photos were found, for the reference gallery: photos of the same listing
+    never count as reuse of each other, and matches are recorded as sightings of the reference."""
+
+    listing_id: str | None = None
+    seller_id: str | None = None
+    record: bool = False  # store unmatched photos as listing references and matches as sightings
 
 
 @dataclass(frozen=True)
@@ -143,6 +185,45 @@ class Predictor:
         self.model_ref = ModelRef(
             name=self.manifest.name, version=self.manifest.version, bundle_sha256=bundle.sha256
         )
+        self.gallery: Gallery | None = None
+        self.widely_reused = 3  # listings from which a matched photo is reported as widely reused
+        self.embedding_center = embedding_center(bundle)
+        self.hash_photos = (
+            False  # compute perceptual hashes in prepare (a gallery is attached, or adding to one)
+        )
+        self._embedding_key: str | None = None
+        self._key_lock = threading.Lock()
+
+    def attach_gallery(self, gallery: Gallery | None, *, widely_reused: int = 3) -> None:
+        """Look every judged photo up in ``gallery`` (``None``: no reuse check)."""
+        self.gallery = gallery
+        self.widely_reused = widely_reused
+        self.hash_photos = gallery is not None
+
+    @property
+    def embedding_key(self) -> str:
+        """Which embedding space this graph's ``embedding`` output lives in: a digest of its
+        (rounded, normalised) embedding of a fixed generated photo. Bundles sharing frozen
+        ImageNet features share it, so the gallery's embeddings survive a retrained head."""
+        with self._key_lock:
+            if self._embedding_key is None:
+                prepared = self.prepare(warmup_photo(self.input_size))
+                e = self.infer(prepared.pixels[None])[0].embedding
+                assert e is not None
+                g = self.gallery_vector(e)
+                unit = g / max(float(np.linalg.norm(g)), 1e-12)
+                rounded = np.round(unit.astype(np.float64), 2) + 0.0  # no negative zeros
+                digest = hashlib.sha256(rounded.astype("<f8").tobytes()).hexdigest()
+                self._embedding_key = f"{len(e)}:{digest[:16]}"
+            return self._embedding_key
+
+    def gallery_vector(self, embedding: np.ndarray) -> np.ndarray:
+        """The embedding as the gallery compares it: L2-normalised, minus the mean of the bundle's
+        normalised reference embeddings. Every photo's features share a common part: with the
+        sneakers model, unrelated photos' cosines have a median of 0.25 (p90 0.42) without the
+        centring and -0.02 (p90 0.20) with it (docs/reuse.md), while edited copies stay near 1."""
+        e = np.asarray(embedding, dtype=np.float32)
+        return e / max(float(np.linalg.norm(e)), 1e-12) - self.embedding_center
 
     @classmethod
     def load(cls, directory: str | Path, **kwargs: object) -> Predictor:
@@ -206,6 +287,7 @@ class Predictor:
             )
             pixels, geometry = resize_for_model(decoded, self.input_size, policy=spec.resize)
             preview = _preview(decoded) if explain else None
+            source = hash_source(decoded.pixels) if self.hash_photos else None
         except ImageError:
             raise
         except Exception as exc:  # a decoder fault on hostile bytes fails this photo, never the call
@@ -223,6 +305,8 @@ class Predictor:
             geometry=geometry,
             sharpness=sharpness(pixels),
             preview=preview,
+            hash_source=source,
+            phash=None if source is None else source_hash(source),
         )
 
     # 2. the model --------------------------------------------------------------------------
@@ -232,8 +316,7 @@ class Predictor:
         Outputs are taken by name; a bundle without flags has no flag outputs, and its rows get
         empty ones (``(0,)`` probabilities, ``(0, h, w)`` maps).
         """
-        feed = {self.manifest.input_name: np.ascontiguousarray(pixels, dtype=np.uint8)}
-        out = dict(zip(self.output_names, self.session.run(self.output_names, feed), strict=True))
+        out = self._run(np.ascontiguousarray(pixels, dtype=np.uint8))
         batch = pixels.shape[0]
         for name, value in out.items():
             want = (batch, *self.output_shapes[name])
@@ -246,15 +329,48 @@ class Predictor:
         flag_maps = out.get("flag_maps", np.zeros((batch, 0, *cam.shape[1:]), dtype=np.float32))
         ood = self.bundle.ood_stats.score(embedding)  # (B,)
         return [
-            RawOutput(float(p_genuine[i]), flag_probs[i], cam[i], flag_maps[i], float(ood[i]))
+            RawOutput(float(p_genuine[i]), flag_probs[i], cam[i], flag_maps[i], float(ood[i]), embedding[i])
             for i in range(pixels.shape[0])
         ]
 
+    def _run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's outputs by name, run in calls of at most :data:`MAX_RUN_BATCH` photos."""
+        parts = [
+            self.session.run(self.output_names, {self.manifest.input_name: pixels[i : i + MAX_RUN_BATCH]})
+            for i in range(0, max(len(pixels), 1), MAX_RUN_BATCH)
+        ]
+        if len(parts) == 1:
+            return dict(zip(self.output_names, parts[0], strict=True))
+        return {name: np.concatenate([part[k] for part in parts]) for k, name in enumerate(self.output_names)}
+
     # 3. decisions --------------------------------------------------------------------------
+    def find_reuse(
+        self, prepared: PreparedImage, raw: RawOutput, listing: Listing | None = None
+    ) -> Match | None:
+        """The gallery reference this photo copies, if a gallery is attached and one matches."""
+        if self.gallery is None or prepared.phash is None or raw.embedding is None:
+            return None
+        return self.gallery.match(
+            prepared.phash,
+            self.gallery_vector(raw.embedding),
+            model_key=self.embedding_key,
+            exclude_listing=listing.listing_id if listing is not None else None,
+        )
+
     def judge_image(
-        self, prepared: PreparedImage, raw: RawOutput, *, index: int, filename: str | None = None
+        self,
+        prepared: PreparedImage,
+        raw: RawOutput,
+        *,
+        index: int,
+        filename: str | None = None,
+        reuse: Match | None = None,
     ) -> ImageResult:
-        """One photo's verdict, flags (with boxes in original pixels) and, if prepared so, overlay."""
+        """One photo's verdict, flags (with boxes in original pixels) and, if prepared so, overlay.
+
+        ``reuse``: the gallery reference it copies (:meth:`find_reuse`): the photo is then
+        ``inconclusive`` with ``reused_photo`` and does not vote.
+        """
         decision = self.manifest.decision
         p_counterfeit = 1.0 - raw.p_genuine
         reasons = usability_reasons(
@@ -263,6 +379,7 @@ class Predictor:
             ood_score=raw.ood_score,
             decision=decision,
             ood_threshold=self.manifest.ood.threshold,
+            reused=reuse is not None,
         )
         outcome = judge_image(p_counterfeit, reasons, decision)
         flags = self._features([raw], [not reasons], [prepared.geometry], index_offset=index)
@@ -284,6 +401,24 @@ class Predictor:
             ood_score=round(raw.ood_score, 4),
             sharpness=round(prepared.sharpness, 2),
             explanation=self._explain(prepared, raw) if prepared.preview is not None else None,
+            reused_photo=None if reuse is None else self._reused(reuse),
+        )
+
+    def _reused(self, m: Match) -> ReusedPhoto:
+        ref = m.reference
+        return ReusedPhoto(
+            reference_id=ref.id,
+            source=ref.source,
+            kind=ref.kind,  # type: ignore[arg-type]
+            label=ref.label,
+            listing_id=ref.listing_id,
+            seller_id=ref.seller_id,
+            similarity=None if m.similarity is None else round(m.similarity, 4),
+            hash_distance=m.hash_distance,
+            matched_by=m.matched_by,  # type: ignore[arg-type]
+            listings_seen=m.listings,
+            sellers_seen=m.sellers,
+            widely_reused=m.listings >= self.widely_reused,
         )
 
     def judge_item(
@@ -309,6 +444,7 @@ class Predictor:
             flagged_features=self._features(raws, usable, geometries, index_offset=0),
             images_used=[i for i, u in enumerate(usable) if u],
             input_sha256=[im.sha256 for im in images],
+            reused_images=[i for i, im in enumerate(images) if im.reused_photo is not None],
         )
 
     def score_item(self, files: Sequence[tuple[str | None, bytes]], *, explain: bool = False) -> ItemOutcome:
@@ -318,14 +454,47 @@ class Predictor:
         return self.outcome(prepared, raws, [name for name, _ in files])
 
     def outcome(
-        self, prepared: Sequence[PreparedImage], raws: Sequence[RawOutput], filenames: Sequence[str | None]
+        self,
+        prepared: Sequence[PreparedImage],
+        raws: Sequence[RawOutput],
+        filenames: Sequence[str | None],
+        *,
+        listing: Listing | None = None,
     ) -> ItemOutcome:
-        """Per-image and item results for an item's prepared photos and their outputs."""
-        images = [
-            self.judge_image(p, r, index=i, filename=name)
-            for i, (p, r, name) in enumerate(zip(prepared, raws, filenames, strict=True))
-        ]
+        """Per-image and item results for an item's prepared photos and their outputs.
+
+        With a gallery attached each photo is looked up in it; with ``listing.record`` a match is
+        recorded as a sighting and an unmatched photo is stored as a listing reference.
+        """
+        images = []
+        for i, (p, r, name) in enumerate(zip(prepared, raws, filenames, strict=True)):
+            reuse = self.find_reuse(p, r, listing)
+            images.append(self.judge_image(p, r, index=i, filename=name, reuse=reuse))
+            if listing is not None and listing.record and self.gallery is not None:
+                self._record(p, r, reuse, listing)
         return ItemOutcome(images, self.judge_item(images, raws, [p.geometry for p in prepared]))
+
+    def _record(self, p: PreparedImage, r: RawOutput, reuse: Match | None, listing: Listing) -> None:
+        assert self.gallery is not None
+        if reuse is not None:
+            self.gallery.record_sighting(
+                reuse.reference.id,
+                image_sha256=p.sha256,
+                listing_id=listing.listing_id,
+                seller_id=listing.seller_id,
+            )
+        elif listing.listing_id is not None and p.reference_hashes is not None and r.embedding is not None:
+            self.gallery.add(
+                hashes=p.reference_hashes,
+                embedding=self.gallery_vector(r.embedding),
+                model_key=self.embedding_key,
+                sha256=p.sha256,
+                size=p.original_size,
+                source=f"listing {listing.listing_id}",
+                kind="listing",
+                listing_id=listing.listing_id,
+                seller_id=listing.seller_id,
+            )
 
     def _features(
         self,
@@ -365,6 +534,15 @@ class Predictor:
             width=w,
             height=h,
         )
+
+
+def embedding_center(bundle: Bundle) -> np.ndarray:
+    """``(D,)`` mean of the bundle's normalised reference embeddings (its OOD statistics: the
+    training photos' embeddings for kNN, the class means for Mahalanobis)."""
+    stats = bundle.ood_stats
+    rows = np.asarray(stats.reference if isinstance(stats, KnnOOD) else stats.means, dtype=np.float32)
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return rows.mean(axis=0).astype(np.float32)
 
 
 def expected_shapes(manifest: BundleManifest) -> dict[str, tuple[int, ...]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Verdict = Literal["genuine", "counterfeit", "inconclusive"]
 
@@ -62,6 +62,44 @@ class Explanation(_Public):
     height: int = Field(description="Overlay height in pixels.")
 
 
+class ReusedPhoto(_Public):
+    """The reference gallery entry a photo copies (see docs/reuse.md)."""
+
+    reference_id: int = Field(description="Id of the gallery reference (`authlens gallery list`, admin API).")
+    source: str = Field(
+        description="Where the reference comes from, as it was added (catalogue name, listing URL ...)."
+    )
+    kind: Literal["catalogue", "listing"] = Field(
+        description="catalogue: an official product photo; listing: a photo seen before in another listing."
+    )
+    label: str | None = Field(default=None, description="The reference's label (product model), if given.")
+    listing_id: str | None = Field(
+        default=None, description="For a listing photo: the listing it was first seen in."
+    )
+    seller_id: str | None = Field(
+        default=None, description="For a listing photo: the seller of that listing."
+    )
+    similarity: float | None = Field(
+        description="Cosine similarity of the two photos' embeddings (1 = identical); null when the "
+        "reference was embedded by another model and matched by its hash alone."
+    )
+    hash_distance: int | None = Field(
+        description="Bits (of 64) between the photo's perceptual hash and the nearest of the reference's "
+        "window hashes; null when it matched by embedding alone."
+    )
+    matched_by: Literal["hash", "hash+embedding", "embedding"] = Field(
+        description="Which signal decided the match: a near-identical hash, hash and embedding together, "
+        "or a very high embedding similarity (crops)."
+    )
+    listings_seen: int = Field(
+        description="Distinct listings this photo has been seen in (the reference's own included)."
+    )
+    sellers_seen: int = Field(description="Distinct sellers among those listings.")
+    widely_reused: bool = Field(
+        description="True when the photo has been seen in at least the server's gallery_widely_reused listings."
+    )
+
+
 class ImageResult(_Public):
     """One photo's result."""
 
@@ -77,7 +115,7 @@ class ImageResult(_Public):
     counterfeit_probability: float = Field(description="1 - authenticity_score.")
     usable: bool = Field(description="Whether the photo counts towards the item verdict.")
     inconclusive_reasons: list[str] = Field(
-        description="Why the verdict is inconclusive (empty otherwise): low_confidence, out_of_distribution, image_too_small, too_blurry."
+        description="Why the verdict is inconclusive (empty otherwise): low_confidence, out_of_distribution, image_too_small, too_blurry, reused_photo."
     )
     flagged_features: list[FlaggedFeature] = Field(
         description="Raised flags, strongest first (usable photos only)."
@@ -91,6 +129,11 @@ class ImageResult(_Public):
     )
     sharpness: float = Field(description="Laplacian variance of the model input; low means blurry.")
     explanation: Explanation | None = Field(default=None, description="Present with explain=true.")
+    reused_photo: ReusedPhoto | None = Field(
+        default=None,
+        description="Set when the photo matches the reference gallery (a catalogue photo or another "
+        "listing's): it proves nothing about this item and does not vote (reason reused_photo).",
+    )
 
 
 class Receipt(_Public):
@@ -112,13 +155,17 @@ class ItemResult(_Public):
     authenticity_score: float = Field(description="Calibrated probability that the item is genuine.")
     counterfeit_probability: float = Field(description="1 - authenticity_score.")
     inconclusive_reasons: list[str] = Field(
-        description="Why the verdict is inconclusive (empty otherwise): low_confidence, no_usable_image, out_of_distribution, image_too_small, too_blurry."
+        description="Why the verdict is inconclusive (empty otherwise): low_confidence, no_usable_image, out_of_distribution, image_too_small, too_blurry, reused_photo."
     )
     flagged_features: list[FlaggedFeature] = Field(
         description="Flags raised on any usable photo, strongest first."
     )
     images_used: list[int] = Field(description="Indices of the photos that voted (usable ones).")
     input_sha256: list[str] = Field(description="SHA-256 of every photo of the item, in request order.")
+    reused_images: list[int] = Field(
+        default_factory=list,
+        description="Indices of the photos that match the reference gallery (see each photo's reused_photo); they did not vote.",
+    )
     receipt: Receipt | None = Field(default=None, description="Signed evidence receipt for case files.")
 
 
@@ -160,6 +207,31 @@ class ErrorResponse(_Public):
     request_id: str | None = Field(default=None, description="Id of the request (X-Request-ID).")
 
 
+class ListingMeta(_Public):
+    """Where a crawler found an item: stored with its answer in the review queue (``review_enabled``)."""
+
+    marketplace: str | None = Field(
+        default=None, max_length=100, description="Marketplace, e.g. `example-shop`."
+    )
+    listing_url: str | None = Field(
+        default=None, max_length=2000, pattern=r"^https?://\S+$", description="The listing's http(s) URL."
+    )
+    seller_id: str | None = Field(
+        default=None, max_length=200, description="Seller of the listing (overrides the image's seller_id)."
+    )
+    price: float | None = Field(default=None, ge=0, le=1e12, description="Listed price.")
+    currency: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217 code of the price, e.g. `EUR`."
+    )
+    title: str | None = Field(default=None, max_length=500, description="The listing's title.")
+    brand: str | None = Field(default=None, max_length=100, description="Brand the listing claims.")
+    category: str | None = Field(default=None, max_length=100, description="Product category.")
+    crawled_at: AwareDatetime | None = Field(
+        default=None, description="When the crawler fetched the listing (ISO 8601 with a time zone)."
+    )
+    client_id: str | None = Field(default=None, max_length=200, description="The crawler that sent it.")
+
+
 class BatchImage(_Public):
     """One image of a JSON batch."""
 
@@ -167,6 +239,15 @@ class BatchImage(_Public):
     data: str = Field(description="The image file's bytes, base64 (standard alphabet).")
     item_id: str | None = Field(
         default=None, max_length=200, description="Images sharing an item_id are judged as one item (<= 8)."
+    )
+    seller_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Seller of the item's listing (item_id), recorded with reference-gallery sightings.",
+    )
+    listing: ListingMeta | None = Field(
+        default=None,
+        description="Listing metadata for the review queue; the first image of an item that has it sets it.",
     )
 
 
@@ -214,3 +295,250 @@ class BatchResponse(_Public):
     results: list[BatchImageResult] = Field(description="One entry per image, in request order.")
     items: list[BatchItemResult] = Field(description="One entry per item (shared item_id, or a lone image).")
     timings: Timings = Field(description="Where the time went.")
+
+
+# --------------------------------------------------------------------------- recorded streams
+
+
+class VideoFlag(_Public):
+    """A flag raised in a segment: on which frame and where."""
+
+    name: str = Field(description="Stable flag identifier, e.g. `stitch_irregular`.")
+    title: str = Field(description="Human title of the flag.")
+    score: float = Field(description="Probability of the tell on the frame where it is strongest (0..1).")
+    threshold: float = Field(description="The bundle's threshold at or above which the flag is raised.")
+    time_s: float = Field(description="Presentation time (seconds) of the frame where it is strongest.")
+    box: Box = Field(description="Where on that frame, in the recording's pixel coordinates.")
+
+
+class VideoSegment(_Public):
+    """One shot of the recording, judged like the photos of one item."""
+
+    index: int = Field(description="Position of the segment in the report.")
+    start_s: float = Field(description="Start of the shot (seconds from the start of the recording).")
+    end_s: float = Field(
+        description="End of the shot (seconds), one sampling interval after its last sampled frame."
+    )
+    frames_scored: int = Field(description="Sampled frames of the shot that the model scored.")
+    frames_usable: int = Field(
+        description="Scored frames that voted (not too small, blurry or out of distribution)."
+    )
+    frames_duplicate: int = Field(
+        description="Sampled frames skipped as near-identical to the previous scored frame."
+    )
+    verdict: Verdict = Field(
+        description="genuine | counterfeit | inconclusive, by the rules of one item's photos."
+    )
+    authenticity_score: float = Field(
+        description="Calibrated probability that the item on screen is genuine."
+    )
+    counterfeit_probability: float = Field(description="1 - authenticity_score.")
+    inconclusive_reasons: list[str] = Field(
+        description="Why the verdict is inconclusive (empty otherwise), as for an item of photos."
+    )
+    flagged_features: list[VideoFlag] = Field(
+        description="Flags raised on any usable frame, strongest first."
+    )
+    suspect_frame_s: float = Field(
+        description="Time of the segment's most suspect frame (highest counterfeit probability among usable frames)."
+    )
+    thumbnail_jpeg_base64: str = Field(description="That frame as a JPEG (longer side <= 320), base64.")
+
+
+class VideoPoint(_Public):
+    """One scored frame on the timeline."""
+
+    time_s: float = Field(description="Presentation time in seconds.")
+    counterfeit_probability: float = Field(description="The frame's calibrated counterfeit probability.")
+    usable: bool = Field(description="Whether the frame voted for its segment.")
+
+
+class VideoInfoOut(_Public):
+    """What the container says about the recording."""
+
+    container: str = Field(description="MP4, MKV, FLV or TS.")
+    codec: str = Field(description="Video codec (FFmpeg's name).")
+    width: int = Field(description="Frame width in pixels.")
+    height: int = Field(description="Frame height in pixels.")
+    duration_s: float = Field(description="Declared duration in seconds (0 when the container does not say).")
+    fps: float = Field(description="Declared frame rate.")
+    bytes: int = Field(description="File size in bytes.")
+
+
+class VideoSampling(_Public):
+    """How much of the recording was looked at."""
+
+    sample_fps: float = Field(description="Frames sampled per second of video.")
+    frames_sampled: int = Field(description="Frames sampled in all.")
+    frames_scored: int = Field(description="Sampled frames the model scored.")
+    frames_duplicate: int = Field(
+        description="Sampled frames skipped as near-identical to the previous scored one."
+    )
+    shots: int = Field(description="Shots found (a segment is a shot with at least one scored frame).")
+
+
+class VideoProcessing(_Public):
+    """How long it took."""
+
+    seconds: float = Field(description="Wall time from opening the file to the finished report.")
+    inference_seconds: float = Field(description="Of which waiting for and running the model.")
+    realtime_factor: float = Field(
+        description="Seconds of video processed per second of wall time (x real time)."
+    )
+
+
+class VideoReport(_Public):
+    """Where in a recorded stream suspect items were on screen (see docs/streams.md)."""
+
+    name: str = Field(description="The recording's file name.")
+    model: ModelRef = Field(description="The model that answered.")
+    video: VideoInfoOut = Field(description="The recording as the container describes it.")
+    sampling: VideoSampling = Field(description="Frames sampled, scored and skipped.")
+    complete: bool = Field(description="False when decoding stopped before the end (see stopped_at_s).")
+    stopped_at_s: float | None = Field(
+        default=None,
+        description="Where decoding stopped early (corrupt, truncated, a limit, cancelled); null when complete.",
+    )
+    stop_reason: str | None = Field(default=None, description="Why it stopped early, for a person.")
+    segments: list[VideoSegment] = Field(description="One per shot with scored frames, in time order.")
+    suspect_segments: list[int] = Field(description="Indices of the segments judged counterfeit.")
+    timeline: list[VideoPoint] = Field(
+        description="Every scored frame's counterfeit probability, in time order."
+    )
+    timeline_png_base64: str = Field(
+        description="PNG strip of the counterfeit probability over time, segments shaded by verdict, base64."
+    )
+    processing: VideoProcessing = Field(description="Wall time and speed as a multiple of real time.")
+
+
+JobState = Literal["queued", "running", "done", "failed"]
+
+
+class JobError(_Public):
+    """Why a job failed."""
+
+    code: str = Field(
+        description="Stable code: unsupported_video, corrupt_video, video_too_large, deadline_exceeded, internal_error ..."
+    )
+    message: str = Field(description="What was wrong, for a person.")
+
+
+class JobAccepted(_Public):
+    """Answer of ``POST /v1/score/video`` (202): the job to poll."""
+
+    job_id: str = Field(description="Id of the background job.")
+    status: JobState = Field(description="queued (or running) at once.")
+    status_url: str = Field(description="Poll this (GET) for progress and, once done, the report.")
+
+
+class JobStatus(_Public):
+    """A video job's state; the report once done."""
+
+    job_id: str = Field(description="Id of the job.")
+    status: JobState = Field(description="queued, running, done or failed.")
+    name: str = Field(description="The recording's file name.")
+    created_at: float = Field(description="Unix time the job was accepted.")
+    started_at: float | None = Field(default=None, description="Unix time it started running.")
+    finished_at: float | None = Field(default=None, description="Unix time it finished.")
+    expires_at: float | None = Field(
+        default=None,
+        description="Unix time after which the job and its report are forgotten (video_job_ttl_s after it finished).",
+    )
+    progress: float = Field(description="Share of the recording processed, 0..1.")
+    processed_s: float = Field(description="Seconds of video processed so far.")
+    duration_s: float = Field(description="Declared duration of the recording in seconds (0 until known).")
+    queue_position: int | None = Field(default=None, description="Jobs ahead of this one while queued.")
+    error: JobError | None = Field(default=None, description="Why it failed (status failed).")
+    report: VideoReport | None = Field(default=None, description="The report (status done).")
+
+
+# --------------------------------------------------------------------------- reference gallery
+
+
+class GalleryReference(_Public):
+    """One entry of the reference gallery."""
+
+    id: int = Field(description="Reference id.")
+    kind: Literal["catalogue", "listing"] = Field(
+        description="catalogue: an official product photo; listing: a photo seen in a listing."
+    )
+    source: str = Field(description="Where it comes from (catalogue name, listing URL ...).")
+    label: str | None = Field(default=None, description="Product model or any label given.")
+    listing_id: str | None = Field(
+        default=None, description="Listing the photo was first seen in (listing photos)."
+    )
+    seller_id: str | None = Field(default=None, description="Seller of that listing, if known.")
+    sha256: str = Field(description="SHA-256 of the photo's bytes as added.")
+    width: int = Field(description="Photo width in pixels (EXIF orientation applied).")
+    height: int = Field(description="Photo height in pixels.")
+    added_at: float = Field(description="Unix time it was added.")
+    model_key: str = Field(
+        description="Embedding space of its stored embedding (bundles sharing frozen features share it); "
+        "references of another space are matched by perceptual hash alone."
+    )
+
+
+class GalleryAddEntry(_Public):
+    """A photo to add to the gallery (JSON, base64)."""
+
+    data: str = Field(
+        description="The photo file's bytes, base64 (standard alphabet). JPEG, PNG, WebP or HEIC."
+    )
+    source: str = Field(
+        min_length=1, max_length=500, description="Where it comes from (catalogue name, URL ...)."
+    )
+    kind: Literal["catalogue", "listing"] = Field(default="catalogue", description="catalogue or listing.")
+    label: str | None = Field(default=None, max_length=200, description="Product model or any label.")
+    listing_id: str | None = Field(default=None, max_length=200, description="Listing id (listing photos).")
+    seller_id: str | None = Field(default=None, max_length=200, description="Seller id (listing photos).")
+
+
+class GalleryAddRequest(_Public):
+    """Body of ``POST /v1/admin/gallery``."""
+
+    references: list[GalleryAddEntry] = Field(
+        min_length=1, max_length=64, description="1 to 64 photos to add."
+    )
+
+
+class GalleryAddResult(_Public):
+    """One photo of an add call: its reference, or why it could not be added."""
+
+    status: Literal["added", "exists", "error"] = Field(
+        description="added; exists (the same bytes are already a reference: that one is returned); error."
+    )
+    reference: GalleryReference | None = Field(default=None, description="The reference (added or existing).")
+    error: ErrorDetail | None = Field(default=None, description="Why the photo could not be added.")
+
+
+class GalleryAddResponse(_Public):
+    """Answer of ``POST /v1/admin/gallery``."""
+
+    results: list[GalleryAddResult] = Field(description="One entry per photo, in request order.")
+    total: int = Field(description="References in the gallery now.")
+
+
+class GalleryList(_Public):
+    """Answer of ``GET /v1/admin/gallery``."""
+
+    references: list[GalleryReference] = Field(description="References, newest first.")
+    total: int = Field(description="References in the gallery.")
+
+
+class ReuseCluster(_Public):
+    """A photo seen in several listings."""
+
+    reference: GalleryReference = Field(
+        description="The reference photo (the first listing it was seen in, or a catalogue photo)."
+    )
+    listings: list[str] = Field(description="Distinct listing ids it was seen in (at most 200).")
+    sellers: list[str] = Field(description="Distinct seller ids among them (at most 200).")
+    sightings: int = Field(description="Times a scored photo matched it, the reference itself included.")
+    first_seen: float = Field(description="Unix time of the first sighting.")
+    last_seen: float = Field(description="Unix time of the last sighting.")
+
+
+class ReuseClusters(_Public):
+    """Answer of ``GET /v1/gallery/clusters``."""
+
+    clusters: list[ReuseCluster] = Field(description="Most listings first.")

@@ -14,21 +14,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from model.bundle import BundleError
 from model.imaging import ImageError, configure_decode_budget
 from model.logs import log_event
-from serving.batcher import Admission, DeadlineExceeded, InferenceFailed, MicroBatcher
+from serving.batcher import Admission, Closed, DeadlineExceeded, InferenceFailed, MicroBatcher
 from serving.core.config import Settings
+from serving.gallery.store import Gallery
 from serving.metrics import Metrics
 from serving.predictor import Predictor, PreparedImage, RawOutput
 from serving.receipts import ReceiptSigner
+from serving.schemas import VideoReport
+from serving.video.analysis import VideoOptions, analyse_video
+from serving.video.decode import VideoError, VideoLimits
+from serving.video.jobs import Job, JobFailed, VideoJobs, lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +157,28 @@ class ServingState:
         self._reload_lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[bool]] = set()
         self.abandoned_loads = 0  # loads given up at their deadline whose thread may still run
+        self.gallery: Gallery | None = None
+        if settings.gallery_enabled:
+            self.gallery = Gallery(settings.resolved_gallery_path())
+        self._video_tmp: tempfile.TemporaryDirectory[str] | None = None
+        if settings.video_dir is None:
+            self._video_tmp = tempfile.TemporaryDirectory(prefix="authlens-video-")
+        video_dir = settings.video_dir or Path(self._video_tmp.name)  # type: ignore[union-attr]
+        self.video_jobs = VideoJobs(
+            video_dir,
+            workers=settings.video_max_jobs,
+            max_queued=settings.video_max_queued,
+            ttl_s=settings.video_job_ttl_s,
+            timeout_s=settings.video_job_timeout_s,
+        )
+        self.video_pool = ThreadPoolExecutor(
+            max_workers=settings.video_max_jobs, thread_name_prefix="video", initializer=lower_priority
+        )
+        self.video_limits = VideoLimits(
+            max_bytes=settings.video_max_bytes,
+            max_duration_s=settings.video_max_duration_s,
+            max_pixels=settings.video_max_pixels,
+        )
 
     # lifecycle --------------------------------------------------------------------------
     async def _build_slot(self) -> ModelSlot:
@@ -163,6 +194,9 @@ class ServingState:
             )
             try:
                 predictor.warmup()
+                predictor.attach_gallery(self.gallery, widely_reused=s.gallery_widely_reused)
+                if self.gallery is not None:
+                    _ = predictor.embedding_key  # computed once here, not on a request
             except BundleError:
                 raise
             except Exception as exc:  # an ONNX Runtime error, an image error on the warm-up photo ...
@@ -202,8 +236,9 @@ class ServingState:
         log_event(log, "model_serving", name=ref.name, version=ref.version, bundle_sha256=ref.bundle_sha256)
 
     async def start(self) -> None:
-        """Load, verify and warm the configured bundle (raises BundleError)."""
+        """Load, verify and warm the configured bundle (raises BundleError); start the video workers."""
         self._install(await self._build_slot())
+        self.video_jobs.start(self.run_video_job)
 
     async def reload(self) -> tuple[str, str]:
         """Swap in the bundle now in the configured directory; the old one serves until then.
@@ -238,6 +273,7 @@ class ServingState:
         """Stop taking work, finish what was admitted within ``shutdown_grace_s``, release threads."""
         self.stopping = True
         self.metrics.ready.set(0)
+        await self.video_jobs.close()  # running jobs stop at their next batch of frames
         grace = self.settings.shutdown_grace_s
         drained = True
         if self.slot is not None:
@@ -250,6 +286,11 @@ class ServingState:
         if not drained:
             log_event(log, "drain_incomplete", logging.WARNING, grace_s=grace)
         self.decode_pool.shutdown(wait=drained, cancel_futures=not drained)
+        self.video_pool.shutdown(wait=False, cancel_futures=True)
+        if self.gallery is not None:
+            self.gallery.close()
+        if self._video_tmp is not None:
+            self._video_tmp.cleanup()
 
     @property
     def ready(self) -> bool:
@@ -333,6 +374,55 @@ class ServingState:
         finally:
             for task in tasks:  # cancelled or failed: stop the rest (queued decodes never start)
                 task.cancel()
+
+    # video jobs ------------------------------------------------------------------------
+    async def score_frames(self, slot: ModelSlot, pixels: np.ndarray) -> list[RawOutput]:
+        """Score video frames through the micro-batcher, at low priority: a batch of frames is
+        handed over only while no photo request is in the pipeline (decoding or queued for the
+        model), so a photo waits for at most one batch of frames already in the model."""
+        while self.admission.depth > 0 or self.decoding > 0 or slot.batcher.waiting > 0:
+            await asyncio.sleep(0.005)
+        return list(await asyncio.gather(*(slot.batcher.submit(p) for p in pixels)))
+
+    async def run_video_job(self, job: Job) -> VideoReport:
+        """Score one recording on the current model (the job's runner)."""
+        try:
+            slot = self.current()
+        except NotReady as exc:
+            raise JobFailed("not_ready", str(exc)) from None
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        options = VideoOptions(sample_fps=s.video_sample_fps, batch=s.video_batch, limits=self.video_limits)
+        wait_s = max(60.0, 4 * s.batcher_stall_s)
+
+        def score(pixels: np.ndarray) -> list[RawOutput]:
+            return asyncio.run_coroutine_threadsafe(self.score_frames(slot, pixels), loop).result(wait_s)
+
+        def progress(done: float, total: float) -> None:
+            job.processed_s, job.duration_s = done, total
+
+        def work() -> VideoReport:
+            return analyse_video(
+                job.path,
+                slot.predictor,
+                score=score,
+                options=options,
+                name=job.name,
+                progress=progress,
+                cancelled=job.cancel.is_set,
+            )
+
+        async with slot.use():
+            try:
+                report = await loop.run_in_executor(self.video_pool, work)
+            except VideoError as exc:
+                raise JobFailed(exc.code, exc.message) from None
+            except (Closed, InferenceFailed, TimeoutError) as exc:
+                raise JobFailed(
+                    "inference_failed", f"The model could not score the frames ({type(exc).__name__})."
+                ) from None
+        job.processed_s = report.stopped_at_s if report.stopped_at_s is not None else report.video.duration_s
+        return report
 
 
 def _prepare(predictor: Predictor, data: bytes, explain: bool) -> PreparedImage:

@@ -27,6 +27,10 @@ class RunConfig(_Section):
 
 class DataConfig(_Section):
     manifest: str = Field(description="Manifest file (CSV/JSONL) or folder with genuine/ and counterfeit/.")
+    extra_manifests: list[str] = Field(
+        default_factory=list,
+        description="More manifests read beside `manifest`, e.g. reviewed decisions (`authlens data export-reviews`).",
+    )
     image_size: int = Field(
         default=224,
         ge=32,

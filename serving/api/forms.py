@@ -28,12 +28,14 @@ class FormLimits:
         max_fields: Text fields (one more is ``400 bad_request``).
         max_field_bytes: Bytes of one text field.
         max_file_bytes: Bytes of one file part (``413 file_too_large``, while it streams).
+        parts: What the body should carry, for the ``415`` message.
     """
 
     max_files: int
     max_fields: int
     max_field_bytes: int
     max_file_bytes: int
+    parts: str = "the photos as `files`"
 
 
 class _TooManyFiles(MultiPartException):
@@ -104,7 +106,7 @@ async def read_form(request: Request, limits: FormLimits) -> FormData:
     """
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "multipart/form-data":
-        raise APIError(415, "unsupported_media_type", "Send multipart/form-data with the photos as `files`.")
+        raise APIError(415, "unsupported_media_type", f"Send multipart/form-data with {limits.parts}.")
     parser = _BoundedParser(request.headers, request.stream(), limits)
     try:
         return await parser.parse()

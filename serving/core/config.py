@@ -11,8 +11,9 @@ import os
 import stat
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model.imaging import DEFAULT_DECODE_BUDGET_BYTES, DEFAULT_DECODE_WAIT_S, DEFAULT_MAX_PIXELS
@@ -31,6 +32,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def gallery_beside(bundle: Path | str) -> Path:
+    """The default reference gallery of a bundle: ``gallery.sqlite`` in the folder that holds it."""
+    return Path(bundle).resolve().parent / "gallery.sqlite"
+
+
 def _check_hash(value: str, what: str) -> str:
     v = value.strip().lower()
     if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
@@ -39,6 +45,25 @@ def _check_hash(value: str, what: str) -> str:
             "`authlens new-api-key` prints a key and its hash."
         )
     return v
+
+
+class ReviewerKey(BaseModel):
+    """An investigator of the review queue: name and role, identified by their own API key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="Who decides (recorded with every decision).")
+    role: Literal["investigator", "viewer"] = Field(
+        default="investigator", description="investigator: reads and decides; viewer: reads only."
+    )
+    key_hash: str = Field(
+        description="SHA-256 hex digest of the reviewer's API key (`authlens new-api-key`)."
+    )
+
+    @field_validator("key_hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        return _check_hash(v, "reviewers key_hash")
 
 
 class Settings(BaseSettings):
@@ -145,7 +170,12 @@ class Settings(BaseSettings):
         default=DEFAULT_DECODE_WAIT_S, ge=0, le=600, description="Longest wait for room in the decode budget."
     )
     max_batch_images: int = Field(default=64, ge=1, le=256, description="Images per /v1/score/batch call.")
-    batch_max_size: int = Field(default=16, ge=1, le=256, description="Images per ONNX Runtime call.")
+    batch_max_size: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Images per model call (run in ONNX Runtime calls of at most 8, which bounds memory).",
+    )
     batch_max_wait_ms: float = Field(
         default=5.0, ge=0, le=1000, description="How long the first image of a batch waits for company."
     )
@@ -183,6 +213,100 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=30.0, ge=0, le=600, description="How long shutdown waits for in-flight requests."
     )
+    gallery_path: Path | None = Field(
+        default=None,
+        description=(
+            "Reference gallery (SQLite) of catalogue and listing photos every scored photo is looked up "
+            "in; default gallery.sqlite beside the bundle directory. Created on the first reference added."
+        ),
+    )
+    gallery_enabled: bool = Field(default=True, description="Look scored photos up in the reference gallery.")
+    gallery_record_listings: bool = Field(
+        default=False,
+        description=(
+            "Batch calls: store photos of items (item_id = listing) that match nothing as listing "
+            "references, and record matches as sightings, so a photo reused across listings is found."
+        ),
+    )
+    gallery_widely_reused: int = Field(
+        default=3,
+        ge=2,
+        le=1_000_000,
+        description="Listings from which a matched photo is reported as widely reused.",
+    )
+    video_dir: Path | None = Field(
+        default=None,
+        description="Where video jobs keep uploads and reports (default: a temporary directory of the process).",
+    )
+    video_recordings_dir: Path | None = Field(
+        default=None,
+        description="Server-side recordings `POST /v1/score/video` may name by relative `path`; unset: uploads only.",
+    )
+    video_max_bytes: int = Field(
+        default=1024 * 2**20,
+        ge=1024,
+        le=64 * 2**30,
+        description="Largest recording in bytes (uploads are also bounded by max_request_bytes).",
+    )
+    video_max_duration_s: float = Field(
+        default=4 * 3600.0, gt=0, le=48 * 3600, description="Longest recording in seconds."
+    )
+    video_max_pixels: int = Field(
+        default=3840 * 2160, ge=64 * 64, le=7680 * 4320, description="Largest video frame in pixels."
+    )
+    video_sample_fps: float = Field(
+        default=2.0, gt=0, le=30, description="Frames of a recording scored per second of video."
+    )
+    video_batch: int = Field(
+        default=8, ge=1, le=64, description="Video frames handed to the model at a time."
+    )
+    video_max_jobs: int = Field(default=1, ge=1, le=16, description="Video jobs running at once.")
+    video_max_queued: int = Field(
+        default=8, ge=0, le=10_000, description="Video jobs waiting to run; one more gets 429."
+    )
+    video_job_ttl_s: float = Field(
+        default=3600.0, gt=0, le=30 * 86400, description="How long a finished job and its report are kept."
+    )
+    video_job_timeout_s: float = Field(
+        default=4 * 3600.0,
+        gt=0,
+        le=48 * 3600,
+        description="A job still running after this fails (deadline_exceeded).",
+    )
+
+    review_enabled: bool = Field(
+        default=False,
+        description=(
+            "Store every item judged by /v1/score/batch (answer, receipt, photos, listing metadata) for "
+            "the review queue."
+        ),
+    )
+    review_db_url: str | None = Field(
+        default=None,
+        description=(
+            "Review store: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB; default review.sqlite "
+            "beside the bundle directory."
+        ),
+    )
+    review_photos_dir: Path | None = Field(
+        default=None,
+        description="Where stored photos go, by SHA-256; default review-photos beside the bundle.",
+    )
+    review_spool: Path | None = Field(
+        default=None,
+        description=(
+            "JSON Lines file holding records the database could not take, retried every review_retry_s; "
+            "default review-spool.jsonl beside the bundle."
+        ),
+    )
+    review_retry_s: float = Field(default=30.0, gt=0, le=3600, description="How often the spool is retried.")
+    reviewers: list[ReviewerKey] = Field(
+        default_factory=list,
+        description=(
+            'Investigators, as JSON: [{"name": "ana", "role": "investigator", "key_hash": "<sha256>"}]. Their '
+            "keys are also API keys (they score photos too); the review routes take only these keys."
+        ),
+    )
 
     @field_validator("api_key_hashes")
     @classmethod
@@ -215,6 +339,19 @@ class Settings(BaseSettings):
                 f"Refusing to listen on {self.host} with no API keys: set api_key_hashes "
                 "(AUTHLENS_API_KEY_HASHES), listen on 127.0.0.1, or pass --allow-insecure."
             )
+        reviewer_hashes = [r.key_hash for r in self.reviewers]
+        if len(set(reviewer_hashes)) != len(reviewer_hashes):
+            raise ValueError("reviewers: two reviewers share a key; give each investigator their own key.")
+        if self.admin_key_hash is not None and self.admin_key_hash in reviewer_hashes:
+            raise ValueError("admin_key_hash must differ from every reviewer's key_hash.")
+        self.api_key_hashes = [
+            *self.api_key_hashes,
+            *(h for h in reviewer_hashes if h not in self.api_key_hashes),
+        ]
+        if self.review_db_url is not None and not self.review_db_url.startswith(("sqlite:", "postgresql")):
+            raise ValueError(
+                f"review_db_url must start with sqlite:/// or postgresql+psycopg://, not {self.review_db_url.split(':')[0]!r}."
+            )
         if self.admin_key_hash is not None and self.admin_key_hash in self.api_key_hashes:
             raise ValueError("admin_key_hash must differ from every API key hash: use a separate admin key.")
         if "*" in self.cors_origins and not self.allow_insecure:
@@ -236,6 +373,20 @@ class Settings(BaseSettings):
                 f"max_file_bytes {self.max_file_bytes} must not exceed max_request_bytes {self.max_request_bytes}."
             )
         return self
+
+    def resolved_gallery_path(self) -> Path:
+        """``gallery_path``, or ``gallery.sqlite`` beside the bundle directory."""
+        return self.gallery_path or gallery_beside(self.bundle)
+
+    def review_paths(self) -> tuple[str, Path, Path]:
+        """``(database URL, photo folder, spool file)`` of the review store, defaults resolved."""
+        beside = Path(self.bundle).resolve().parent
+        url = self.review_db_url or f"sqlite:///{beside / 'review.sqlite'}"
+        return (
+            url,
+            self.review_photos_dir or beside / "review-photos",
+            self.review_spool or beside / "review-spool.jsonl",
+        )
 
     @property
     def auth_enabled(self) -> bool:

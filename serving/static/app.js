@@ -9,6 +9,8 @@ const VERDICT_TEXT = {
 };
 
 const NO_TELL_TEXT = "No counterfeit tell was raised on the usable photos.";
+// Said here too for servers whose /v1/model does not explain it yet.
+const REUSED_TEXT = "The photo matches the reference gallery (a brand catalogue photo or another listing's photo): it shows an item, not necessarily the one for sale, so it does not vote.";
 
 const state = { files: [], model: null, flagInfo: {}, reasons: {}, receiptUrl: null, previews: [] };
 const $ = (id) => document.getElementById(id);
@@ -106,7 +108,11 @@ async function score() {
   }
 }
 
-function reasonText(code) { return state.reasons[code] || code.replaceAll("_", " "); }
+function reasonText(code) {
+  const text = state.reasons[code];
+  if (code === "reused_photo" && (!text || text === code)) return REUSED_TEXT;
+  return text || code.replaceAll("_", " ");
+}
 
 function renderResult(body) {
   const item = body.item;
@@ -138,6 +144,11 @@ function renderResult(body) {
   $("no-flags").textContent = raisesNoFlags ? state.model.flags_note : NO_TELL_TEXT;
   $("no-flags").hidden = item.flagged_features.length !== 0;
 
+  const reused = item.reused_images || [];
+  $("reuse-note").hidden = reused.length === 0;
+  $("reuse-note").textContent = reused.length === 0 ? "" :
+    `Photo${reused.length > 1 ? "s" : ""} ${reused.map((i) => i + 1).join(", ")} ${reused.length > 1 ? "match" : "matches"} the reference gallery `
+    + "(a catalogue or another listing's photo) and did not vote: they prove nothing about the item shipped.";
   const photos = $("photos");
   photos.replaceChildren(...body.images.map((im) => photoCard(im, item)));
   photos.classList.toggle("hide-maps", !$("show-maps").checked);
@@ -183,6 +194,13 @@ function photoCard(im, item) {
     el("p", { class: "hint", text: `${name} · ${im.width}×${im.height} ${im.format}${im.usable ? "" : " · not used for the item verdict"}` }),
   ];
   if (im.inconclusive_reasons.length) lines.push(el("p", { class: "hint", text: `Why: ${im.inconclusive_reasons.map(reasonText).join(" ")}` }));
+  const reuse = im.reused_photo;
+  if (reuse) {
+    const how = reuse.similarity !== null ? `similarity ${reuse.similarity.toFixed(2)}` : `hash distance ${reuse.hash_distance}`;
+    const seen = reuse.listings_seen > 1 ? ` Seen in ${reuse.listings_seen} listings by ${reuse.sellers_seen} seller(s)${reuse.widely_reused ? ": widely reused" : ""}.` : "";
+    lines.push(el("p", { class: "reuse", "data-reference": String(reuse.reference_id),
+      text: `Reused photo: matches gallery reference #${reuse.reference_id} (${reuse.kind}: ${reuse.source}${reuse.label ? `, ${reuse.label}` : ""}; ${how}).${seen}` }));
+  }
   return el("li", { class: "photo-card" }, frame, ...lines);
 }
 

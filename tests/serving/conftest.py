@@ -39,3 +39,16 @@ def no_flag_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "no-flags"
     tiny_bundle(out, flags=())
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A real PostgreSQL server for the review store (Debian's postgresql; fails where it cannot start)."""
+    from pgutil import remove, start_postgres
+
+    try:
+        server = start_postgres()
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL could not be started: {exc}")
+    yield server
+    remove(server)

@@ -13,7 +13,7 @@ from factories import jpeg_bytes
 from PIL import Image
 
 from model.imaging import CorruptImageError, Geometry, ImageTooLargeError, decode_image
-from serving.predictor import Predictor, evidence_overlay
+from serving.predictor import MAX_RUN_BATCH, Predictor, evidence_overlay
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,34 @@ def test_outputs_do_not_depend_on_batch_company(predictor: Predictor) -> None:
     for a, b in zip(together, alone, strict=True):
         assert a.p_genuine == b.p_genuine
         assert np.array_equal(a.flag_maps, b.flag_maps) and a.ood_score == b.ood_score
+
+
+class _CountingSession:
+    """An ONNX Runtime session that records the batch size of every call."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+        self.sizes: list[int] = []
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.sizes.append(len(feed["pixels"]))
+        return self.session.run(names, feed)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_large_batches_run_in_bounded_calls_with_the_same_results(
+    predictor: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (2 * MAX_RUN_BATCH + 3, 64, 64, 3), dtype=np.uint8)
+    names = predictor.output_names
+    whole = dict(zip(names, predictor.session.run(names, {"pixels": x}), strict=True))  # one call
+    counting = _CountingSession(predictor.session)
+    monkeypatch.setattr(predictor, "session", counting)
+    raws = predictor.infer(x)
+    assert counting.sizes == [MAX_RUN_BATCH, MAX_RUN_BATCH, 3] and len(raws) == len(x)
+    for i, raw in enumerate(raws):
+        assert abs(raw.p_genuine - float(whole["p_genuine"][i])) <= 1e-5
+        assert raw.embedding is not None and np.allclose(raw.embedding, whole["embedding"][i], atol=1e-5)
 
 
 def test_boxes_are_in_original_pixels(predictor: Predictor) -> None:

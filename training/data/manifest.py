@@ -57,6 +57,7 @@ __all__ = [
     "format_flags",
     "format_problems",
     "load_manifest",
+    "load_manifests",
     "manifest_hash",
     "parse_manifest",
     "relative_name",
@@ -364,6 +365,25 @@ def load_manifest(path: str | Path) -> list[Record]:
     if parsed.problems:
         raise ManifestError(format_problems(parsed.source, parsed.problems), parsed.problems)
     return parsed.records
+
+
+def load_manifests(path: str | Path, extra: Iterable[str | Path] = ()) -> list[Record]:
+    """:func:`load_manifest` of ``path`` and of every ``extra`` manifest (e.g. reviewed decisions
+    from ``authlens data export-reviews``), one list.
+
+    Raises:
+        ManifestError: any manifest's problems, or a photo listed by two manifests.
+    """
+    records = load_manifest(path)
+    seen = {r.file.resolve(): path for r in records}
+    for other in extra:
+        more = load_manifest(other)
+        for r in more:
+            first = seen.setdefault(r.file.resolve(), other)
+            if first != other:
+                raise ManifestError(f"{other}: {r.file} is also listed by {first}; list each photo once.")
+        records.extend(more)
+    return records
 
 
 def common_root(records: Iterable[Record]) -> Path:

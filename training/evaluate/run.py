@@ -233,7 +233,9 @@ def _assemble(
         "timing": {
             "seconds": time.perf_counter() - started,
             # out-of-fold predictions come from the folds' runs: no forward pass timed here
-            "inference_images_per_s": len(scored.labels) / scored.inference_s if scored.inference_s > 0 else None,
+            "inference_images_per_s": len(scored.labels) / scored.inference_s
+            if scored.inference_s > 0
+            else None,
             "threads": torch.get_num_threads(),
         },
     }

@@ -203,6 +203,7 @@ def breakdown(records: Sequence, labels: np.ndarray, p: np.ndarray, verdicts: Se
         "brand": lambda r: r.brand,
         "category": lambda r: r.category,
         "model": lambda r: r.extra.get("model") or None,
+        "source": lambda r: r.extra.get("source") or None,  # "review": confirmed in the review queue
     }
     out: dict[str, dict[str, dict[str, Any]]] = {}
     v = np.array(verdicts)

@@ -305,7 +305,7 @@ def run_crossfit(
         DataError, ManifestError: the data cannot be cross-fitted (named).
     """
     from model.configio import dump_config
-    from training.data.manifest import load_manifest
+    from training.data.manifest import load_manifests
     from training.data.split import group_records
     from training.train.run import RunError
     from training.train.state import CONFIG_FILE
@@ -316,7 +316,7 @@ def run_crossfit(
             f"{run_dir} already holds a run. Continue it with --resume, start over with --force, "
             "or choose another name with --set run.name=NAME."
         )
-    records = load_manifest(cfg.data.manifest)
+    records = load_manifests(cfg.data.manifest, cfg.data.extra_manifests)
     if len({r.label for r in records}) < 2:
         raise DataError(f"The dataset {cfg.data.manifest} needs genuine and counterfeit photos to cross-fit.")
     folds = assign_folds(records, group_records(records), cfg.data.folds, cfg.data.split_seed)

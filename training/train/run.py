@@ -103,9 +103,9 @@ def prepare_data(cfg: TrainConfig, splits: Splits | None = None) -> tuple[Splits
     Raises:
         DataError / ManifestError: with a message naming the problem and the fix.
     """
-    from training.data.manifest import load_manifest, manifest_hash
+    from training.data.manifest import load_manifests, manifest_hash
 
-    records = load_manifest(cfg.data.manifest)
+    records = load_manifests(cfg.data.manifest, cfg.data.extra_manifests)
     if splits is None:
         need_test = cfg.evaluate.after_training and cfg.evaluate.split == "test"
         splits = make_splits(records, cfg.data, need_test=need_test)

@@ -31,6 +31,8 @@ from serving.api.forms import FormLimits, read_form
 from serving.batcher import DeadlineExceeded, Overloaded
 from serving.core.config import MAX_PHOTOS_PER_ITEM
 from serving.ijson import IJSONError, TooManyEntries, read_batch_images
+from serving.predictor import Listing
+from serving.review.intake import Listings, form_listings_of, record_batch
 from serving.schemas import (
     BatchImage,
     BatchImageResult,
@@ -180,13 +182,23 @@ def _item(
     *,
     item_id: str | None = None,
     image_ids: list[str] | None = None,
+    seller_id: str | None = None,
 ) -> tuple[list, ItemResult]:
-    """Per-image and item results of scored photos (all without errors), signed."""
+    """Per-image and item results of scored photos (all without errors), signed.
+
+    Each photo is looked up in the reference gallery; in a batch, ``item_id`` is the listing (its
+    own photos never count as reuse of each other) and, with ``gallery_record_listings``, new
+    photos are stored and matches recorded as sightings.
+    """
     predictor = slot.predictor
+    listing = None
+    if item_id is not None:
+        listing = Listing(item_id, seller_id, record=state.settings.gallery_record_listings)
     outcome = predictor.outcome(
         [s.prepared for s in scored],  # type: ignore[misc]
         [s.raw for s in scored],  # type: ignore[misc]
         [s.name for s in scored],
+        listing=listing,
     )
     item = outcome.item
     item.receipt = state.signer.sign_item(
@@ -348,6 +360,16 @@ _BATCH_BODY = {
                             "items": {"type": "string"},
                             "description": "Item id per file, in order; empty string for none. Files sharing one are judged as one item (<= 8).",
                         },
+                        "seller_ids": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Seller id per file, in order (empty string for none): recorded with gallery sightings.",
+                        },
+                        "listings": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Listing metadata for the review queue: JSON objects with `item_id` and the fields of ListingMeta, one per item.",
+                        },
                     },
                 }
             },
@@ -357,10 +379,12 @@ _BATCH_BODY = {
 
 
 Inputs = list[tuple[str, str | None, bytes | ImageError | StarletteUpload]]
+"""``(client id, item id, the image)`` per image."""
 
 
-def _json_inputs(body: bytes, limit: int, max_file_bytes: int) -> Inputs:
-    """Parse and validate a JSON batch entry by entry (runs on a worker thread: large bodies)."""
+def _json_inputs(body: bytes, limit: int, max_file_bytes: int) -> tuple[Inputs, dict[str, str], Listings]:
+    """Parse and validate a JSON batch entry by entry (runs on a worker thread: large bodies);
+    the inputs, the seller id of each item that names one, and the listings' metadata."""
     try:
         entries = read_batch_images(body, limit=limit)
     except TooManyEntries:
@@ -370,6 +394,8 @@ def _json_inputs(body: bytes, limit: int, max_file_bytes: int) -> Inputs:
     if not entries:
         raise APIError(422, "invalid_request", "Invalid batch body: `images` needs at least one image.")
     out: Inputs = []
+    sellers: dict[str, str] = {}
+    listings: Listings = {}
     for k, entry in enumerate(entries):
         try:
             img = BatchImage.model_validate(entry)
@@ -379,6 +405,10 @@ def _json_inputs(body: bytes, limit: int, max_file_bytes: int) -> Inputs:
                 for e in exc.errors()[:3]
             )
             raise APIError(422, "invalid_request", f"Invalid batch body: {problems}.") from None
+        if img.item_id and img.seller_id:
+            sellers.setdefault(img.item_id, img.seller_id)
+        if img.listing is not None:
+            listings.setdefault(img.item_id or img.id, img.listing)
         if len(img.data) > max_file_bytes * 4 // 3 + 4:
             out.append(
                 (
@@ -393,7 +423,7 @@ def _json_inputs(body: bytes, limit: int, max_file_bytes: int) -> Inputs:
         except (binascii.Error, ValueError):
             data = InvalidBase64("`data` is not valid base64 (standard alphabet).")
         out.append((img.id, img.item_id or None, data))
-    return out
+    return out, sellers, listings
 
 
 def _check_ids(values: list[str], what: str) -> None:
@@ -402,15 +432,18 @@ def _check_ids(values: list[str], what: str) -> None:
             raise APIError(422, "invalid_request", f"`{what}` values are at most {MAX_ID_CHARS} characters.")
 
 
-async def _batch_inputs(request: Request, state: ServingState) -> tuple[Inputs, FormData | None]:
+async def _batch_inputs(
+    request: Request, state: ServingState
+) -> tuple[Inputs, FormData | None, dict[str, str], Listings]:
     """``(client id, item id, bytes or error or upload)`` per image from a JSON or multipart body,
-    and the form to close (multipart)."""
+    the form to close (multipart), the seller id of each item that names one, and listings."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     s = state.settings
     limit = s.max_batch_images
     if ctype == "application/json":
         body = await request.body()
-        return await run_in_threadpool(_json_inputs, body, limit, s.max_file_bytes), None
+        parsed, by_item, listings = await run_in_threadpool(_json_inputs, body, limit, s.max_file_bytes)
+        return parsed, None, by_item, listings
     if ctype == "multipart/form-data":
         limits = FormLimits(
             max_files=limit,
@@ -422,11 +455,20 @@ async def _batch_inputs(request: Request, state: ServingState) -> tuple[Inputs, 
         )
         form = await read_form(request, limits)
         try:
-            uploads = _uploads(form, "the images", ("files", "ids", "item_ids"))
+            uploads = _uploads(form, "the images", ("files", "ids", "item_ids", "seller_ids", "listings"))
+            form_listings = form_listings_of([str(v) for v in form.getlist("listings")])
             ids = [str(v) for v in form.getlist("ids")]
             item_ids = [str(v) for v in form.getlist("item_ids")]
+            seller_ids = [str(v) for v in form.getlist("seller_ids")]
             _check_ids(ids, "ids")
             _check_ids(item_ids, "item_ids")
+            _check_ids(seller_ids, "seller_ids")
+            if seller_ids and len(seller_ids) != len(uploads):
+                raise APIError(
+                    422,
+                    "invalid_request",
+                    f"`seller_ids` has {len(seller_ids)} values for {len(uploads)} files.",
+                )
             if ids and len(ids) != len(uploads):
                 raise APIError(
                     422, "invalid_request", f"`ids` has {len(ids)} values for {len(uploads)} files."
@@ -447,7 +489,11 @@ async def _batch_inputs(request: Request, state: ServingState) -> tuple[Inputs, 
             (n, (item_ids[i] or None) if item_ids else None, u)
             for i, (n, u) in enumerate(zip(names, uploads, strict=True))
         ]
-        return inputs, form
+        sellers: dict[str, str] = {}
+        for (_, item_id, _), seller in zip(inputs, seller_ids, strict=False):
+            if item_id and seller:
+                sellers.setdefault(item_id, seller)
+        return inputs, form, sellers, form_listings
     raise APIError(
         415,
         "unsupported_media_type",
@@ -470,17 +516,20 @@ async def score_batch(request: Request, state: StateDep, explain: ExplainQuery =
     sharing an ``item_id`` are judged as one item, and an image without one is its own item."""
     if not state.ready:  # refuse before reading the body; the slot itself is taken after reading it
         _slot(state)
-    inputs, form = await _batch_inputs(request, state)
+    inputs, form, sellers, listings = await _batch_inputs(request, state)
     try:
-        return await _score_inputs(request, state, inputs, explain=explain)
+        answer, datas = await _score_inputs(request, state, inputs, explain=explain, sellers=sellers)
+        if state.settings.review_enabled:  # stored (or spooled) before the answer leaves
+            await run_in_threadpool(record_batch, request.app, answer, datas, listings, sellers)
+        return answer
     finally:
         if form is not None:
             await form.close()
 
 
 async def _score_inputs(
-    request: Request, state: ServingState, inputs: Inputs, *, explain: bool
-) -> BatchResponse:
+    request: Request, state: ServingState, inputs: Inputs, *, explain: bool, sellers: dict[str, str]
+) -> tuple[BatchResponse, list[tuple[str | None, bytes | ImageError]]]:
     n = len(inputs)
     limit = state.settings.max_batch_images
     if n > limit:
@@ -520,11 +569,13 @@ async def _score_inputs(
             busy = [s.error for s in scored if isinstance(s.error, DecodeBusyError)]
             if busy and len(busy) == n:  # nothing could be decoded for lack of room: the call is refused
                 raise APIError(429, "overloaded", busy[0].message, {"Retry-After": str(busy[0].retry_after)})
-            results, items = await run_in_threadpool(_batch_results, state, slot, inputs, scored, request_id)
+            results, items = await run_in_threadpool(
+                _batch_results, state, slot, inputs, scored, request_id, sellers
+            )
             completed = True
     finally:
         _release(state, n, time.perf_counter() - t0, completed=completed)
-    return BatchResponse(
+    answer = BatchResponse(
         request_id=request_id,
         client_request_id=client_request_id_of(request),
         model=slot.predictor.model_ref,
@@ -532,6 +583,7 @@ async def _score_inputs(
         items=items,
         timings=_timings(t0, t_pipe, scored, t_done),
     )
+    return answer, datas
 
 
 def _batch_results(
@@ -540,6 +592,7 @@ def _batch_results(
     inputs: list[tuple[str, str | None, Any]],
     scored: list[Scored],
     request_id: str,
+    sellers: dict[str, str],
 ) -> tuple[list[BatchImageResult], list[BatchItemResult]]:
     order: list[list[int]] = []
     by_item: dict[str, list[int]] = {}
@@ -584,6 +637,7 @@ def _batch_results(
             request_id,
             item_id=item_id,
             image_ids=[inputs[k][0] for k in ok],
+            seller_id=sellers.get(item_id) if item_id is not None else None,
         )
         for k, im in zip(ok, images, strict=True):
             im.index = k

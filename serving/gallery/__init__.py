@@ -1,0 +1,1 @@
+"""The reference gallery: catalogue and listing photos, perceptual hashes and embeddings."""

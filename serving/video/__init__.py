@@ -1,0 +1,1 @@
+"""Recorded streams: decoding within limits, shots, segment verdicts, background jobs."""
