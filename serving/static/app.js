@@ -13,19 +13,7 @@ const NO_TELL_TEXT = "No counterfeit tell was raised on the usable photos.";
 const REUSED_TEXT = "The photo matches the reference gallery (a brand catalogue photo or another listing's photo): it shows an item, not necessarily the one for sale, so it does not vote.";
 
 const state = { files: [], model: null, flagInfo: {}, reasons: {}, receiptUrl: null, previews: [] };
-const $ = (id) => document.getElementById(id);
-const pct = (p) => `${(p * 100).toFixed(1)} %`;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
+// $, pct and el come from dom.js, loaded before this file.
 
 function headers() {
   const key = $("api-key").value.trim();

@@ -2,19 +2,7 @@
 "use strict";
 
 const state = { key: "", cursor: null, item: null, urls: [] };
-const $ = (id) => document.getElementById(id);
-const pct = (p) => `${(p * 100).toFixed(1)} %`;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
+// $, pct and el come from dom.js, loaded before this file.
 
 function showError(message) { $("error").textContent = message; $("error").hidden = false; }
 function hideError() { $("error").hidden = true; $("error").textContent = ""; }

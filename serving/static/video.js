@@ -3,19 +3,7 @@
 
 const POLL_MS = 400;
 const state = { file: null, url: null, report: null, lastSuspect: -1 };
-const $ = (id) => document.getElementById(id);
-const pct = (p) => `${(p * 100).toFixed(1)} %`;
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
+// $, pct and el come from dom.js, loaded before this file.
 
 function clock(s) {
   const m = Math.floor(s / 60);

@@ -13,9 +13,6 @@ from pathlib import Path
 import pytest
 from serverutil import Server, copy_bundle, start_server, stop_server
 
-CHROMIUM = os.environ.get("AUTHLENS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-
 pytestmark = pytest.mark.browser
 
 
@@ -25,18 +22,6 @@ def page_server(tiny_bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     s = start_server(copy_bundle(tiny_bundle_dir, tmp / "bundle"), tmp / "serve.log")
     yield s
     stop_server(s)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does).")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_drop_photos_and_see_verdict_with_overlays(

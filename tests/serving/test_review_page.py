@@ -4,7 +4,6 @@ item (photos, flags, receipt, listing link), decides, sees the history and downl
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +11,6 @@ from pathlib import Path
 import pytest
 from reviewutil import ANA_KEY, batch_body, post_batch, start_review_server
 from serverutil import Server, stop_server
-
-CHROMIUM = os.environ.get("AUTHLENS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 pytestmark = pytest.mark.browser
 
@@ -28,18 +24,6 @@ def page_server(
     assert post_batch(s, batch_body(photos)).status_code == 200
     yield s
     stop_server(s)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does).")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_rank_open_decide_and_export_a_case(page_server: Server, browser, tmp_path: Path) -> None:

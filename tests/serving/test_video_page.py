@@ -14,9 +14,6 @@ from galleryutil import bundle_with_photo_reference, sneaker_files
 from serverutil import Server, start_server, stop_server
 from videoutil import Scene, boundaries, product_frame, scenes_to_frames, write_video
 
-CHROMIUM = os.environ.get("AUTHLENS_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-
 pytestmark = pytest.mark.browser
 
 
@@ -30,18 +27,6 @@ def page_server(
     s = start_server(bundle, tmp / "serve.log", env={"AUTHLENS_VIDEO_SAMPLE_FPS": "4"})
     yield s
     stop_server(s)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (as .ci/run does).")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_upload_a_recording_and_jump_to_suspect_moments(page_server: Server, browser, tmp_path: Path) -> None:
