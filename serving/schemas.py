@@ -6,11 +6,31 @@ verdicts are decided on the unrounded values.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 Verdict = Literal["genuine", "counterfeit", "inconclusive"]
+
+
+def _iso_8601(value: object) -> object:
+    """An ISO 8601 date-time only: pydantic alone would also take numbers (and numeric strings) as
+    Unix times, which the schema does not promise."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string, e.g. 2026-11-30T10:00:00Z")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 date-time, e.g. 2026-11-30T10:00:00Z") from None
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
+"""A date-time given as an ISO 8601 string (a time zone optional)."""
+IsoAwareDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
+"""A date-time given as an ISO 8601 string with a time zone."""
 
 
 class _Public(BaseModel):
@@ -219,14 +239,14 @@ class ListingMeta(_Public):
     seller_id: str | None = Field(
         default=None, max_length=200, description="Seller of the listing (overrides the image's seller_id)."
     )
-    price: float | None = Field(default=None, ge=0, le=1e12, description="Listed price.")
+    price: float | None = Field(default=None, ge=0, le=1e12, strict=True, description="Listed price.")
     currency: str | None = Field(
         default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217 code of the price, e.g. `EUR`."
     )
     title: str | None = Field(default=None, max_length=500, description="The listing's title.")
     brand: str | None = Field(default=None, max_length=100, description="Brand the listing claims.")
     category: str | None = Field(default=None, max_length=100, description="Product category.")
-    crawled_at: AwareDatetime | None = Field(
+    crawled_at: IsoAwareDatetime | None = Field(
         default=None, description="When the crawler fetched the listing (ISO 8601 with a time zone)."
     )
     client_id: str | None = Field(default=None, max_length=200, description="The crawler that sent it.")

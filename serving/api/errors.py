@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,16 @@ async def not_ready_response(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 503, "not_ready", str(exc), {"Retry-After": "5"})
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of every route whose path matches the request's (several routes may share one)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every exception to the JSON error shape."""
 
@@ -92,7 +103,11 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "The request body is larger than the server accepts (max_request_bytes)."
         elif exc.status_code == 400 and "parsing the body" in message:
             message = "The request body could not be parsed as the declared content type."
-        return error_response(request, exc.status_code, code, message, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+            message = f"{request.method[:16]} is not allowed here; allowed: {headers['Allow']}."
+        return error_response(request, exc.status_code, code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
@@ -32,7 +31,7 @@ from serving.review.schemas import (
 )
 from serving.review.service import photo_path
 from serving.review.store import Reviewer, ReviewError, ReviewStore
-from serving.schemas import ErrorResponse
+from serving.schemas import ErrorResponse, IsoDatetime
 
 MEDIA = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif"}
 
@@ -140,8 +139,8 @@ def get_queue(
     seller_id: Annotated[str | None, Query(max_length=200, description="Seller.")] = None,
     verdict: Annotated[str | None, Query(description="genuine, counterfeit or inconclusive.")] = None,
     reason: Annotated[str | None, Query(description="An inconclusive reason, e.g. reused_photo.")] = None,
-    since: Annotated[datetime | None, Query(description="Scored at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Scored before (ISO 8601).")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="Scored at or after (ISO 8601).")] = None,
+    until: Annotated[IsoDatetime | None, Query(description="Scored before (ISO 8601).")] = None,
     limit: Annotated[int, Query(ge=1, le=review_queue.MAX_PAGE, description="Items per page.")] = 50,
     cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the last page.")] = None,
 ) -> QueuePage:
