@@ -52,6 +52,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
+from model.errors import CodedError
+
 ResizePolicy = Literal["stretch", "letterbox"]
 RESIZE_POLICIES: tuple[str, ...] = ("stretch", "letterbox")
 
@@ -119,14 +121,10 @@ _heif_registered = False
 _ORIENTATIONS = {i: i for i in range(1, 9)}  # looked up as Pillow's exif_transpose does (hash, ==)
 
 
-class ImageError(ValueError):
+class ImageError(CodedError):
     """A photo that cannot be used; ``code`` is stable and safe to return to API clients."""
 
     code = "invalid_image"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class EmptyImageError(ImageError):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.errors import CodedError
+
 log = logging.getLogger(__name__)
 
 ANALYSIS_SIDE = 640
@@ -29,14 +31,10 @@ CONTAINERS: dict[str, str] = {
 """FFmpeg demuxers accepted, by the name PyAV reports, and what the report calls them."""
 
 
-class VideoError(ValueError):
+class VideoError(CodedError):
     """A recording that cannot be scored; ``code`` is stable."""
 
     code = "invalid_video"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class UnsupportedVideo(VideoError):
